@@ -1,0 +1,1 @@
+"""Benchmarks of the lean runtime against the PyTorch baseline."""

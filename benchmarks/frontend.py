@@ -1,0 +1,113 @@
+"""Front-end speed: our numpy log-Mel (runtime) against librosa and our torch front end (training).
+
+    python -m benchmarks.frontend [--clips 64] [--seconds 10] [--repeats 5] [--json]
+
+Contenders run interleaved (A B C A B C ...) after a warm-up; each figure is the median over repeats of the
+time for all clips, divided by the clip count. Thread counts are those of the process (state them with
+OMP_NUM_THREADS); the table lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from s2i_runtime.frontend import FrontendSpec, logmel, logmel_batch
+
+
+def make_clips(count: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    samples = int(seconds * FrontendSpec().sample_rate)
+    return [(0.1 * rng.standard_normal(samples)).astype(np.float32) for _ in range(count)]
+
+
+def contenders(clips: list[np.ndarray]) -> dict[str, Callable[[], object]]:
+    runs: dict[str, Callable[[], object]] = {
+        "numpy (runtime), batch": lambda: logmel_batch(clips),
+        "numpy (runtime), one clip at a time": lambda: [logmel(c) for c in clips],
+    }
+    try:
+        import librosa
+        import scipy.signal
+
+        window = scipy.signal.get_window("hamming", 400, fftbins=False)
+
+        def librosa_one(clip: np.ndarray) -> np.ndarray:
+            y = clip - clip.mean()
+            y = librosa.effects.preemphasis(y, coef=0.97, zi=[0.0])
+            mel = librosa.feature.melspectrogram(
+                y=y, sr=16000, n_fft=400, hop_length=160, win_length=400, window=window, center=True,
+                pad_mode="reflect", power=2.0, n_mels=40, fmin=20.0, fmax=8000.0,
+            )
+            return librosa.power_to_db(mel, ref=np.max, amin=1e-10, top_db=80.0)
+
+        runs["librosa"] = lambda: [librosa_one(c) for c in clips]
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        from s2i_train.frontend import logmel_torch
+
+        waves = torch.from_numpy(np.stack(clips))
+        lengths = torch.full((len(clips),), waves.shape[1])
+        runs["torch (training), batch"] = lambda: logmel_torch(waves, lengths)
+    except ImportError:
+        pass
+    return runs
+
+
+def measure(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    for run in runs.values():
+        run()  # warm-up: caches, thread pools, lazy imports
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args()
+
+    clips = make_clips(args.clips, args.seconds)
+    times = measure(contenders(clips), args.repeats)
+    per_clip = {name: statistics.median(t) / args.clips * 1e3 for name, t in times.items()}
+    baseline = per_clip.get("librosa")
+    result = {
+        "clips": args.clips,
+        "seconds_per_clip": args.seconds,
+        "repeats": args.repeats,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset")},
+        "ms_per_clip": per_clip,
+        "speedup_vs_librosa": {name: baseline / ms for name, ms in per_clip.items()} if baseline else {},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"log-Mel front end, {args.clips} clips x {args.seconds:g} s, median of {args.repeats} "
+          f"(cores {os.cpu_count()}, OMP_NUM_THREADS={result['machine']['OMP_NUM_THREADS']})")
+    print(f"| {'contender':<38} | {'ms/clip':>8} | {'vs librosa':>10} |")
+    print(f"|{'-' * 40}|{'-' * 10}|{'-' * 12}|")
+    for name, ms in per_clip.items():
+        ratio = f"{baseline / ms:.2f}x" if baseline else "n/a"
+        print(f"| {name:<38} | {ms:8.2f} | {ratio:>10} |")
+
+
+if __name__ == "__main__":
+    main()

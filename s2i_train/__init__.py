@@ -1,0 +1,1 @@
+"""Training side of s2i: data, front end in torch, models, losses, training, evaluation."""

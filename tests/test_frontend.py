@@ -1,0 +1,100 @@
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal
+from frontend_reference import librosa_logmel
+
+from s2i_runtime.audio import load_audio
+from s2i_runtime.frontend import FrontendSpec, logmel, logmel_batch, mel_filterbank
+
+SR = 16000
+TOLERANCE_DB = 1e-3
+EXAMPLES = Path(__file__).resolve().parents[1] / "s2i_runtime" / "examples"
+
+
+def _signals() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1234)
+    t3 = np.arange(3 * SR) / SR
+    return {
+        "white noise": rng.standard_normal(2 * SR).astype(np.float32),
+        "quiet noise": (1e-4 * rng.standard_normal(SR)).astype(np.float32),
+        "tone 440 Hz": np.sin(2 * np.pi * 440 * t3).astype(np.float32),
+        "two tones": (np.sin(2 * np.pi * 300 * t3) + 0.01 * np.sin(2 * np.pi * 5000 * t3)).astype(np.float32),
+        "chirp": scipy.signal.chirp(t3, 50, 3, 7900).astype(np.float32),
+        "silence": np.zeros(SR, dtype=np.float32),
+        "0.05 s clip": rng.standard_normal(SR // 20).astype(np.float32),
+        "60 s clip": (0.1 * rng.standard_normal(60 * SR)).astype(np.float32),
+        "dc offset": (0.5 + 0.1 * rng.standard_normal(SR)).astype(np.float32),
+    }
+
+
+SIGNALS = _signals()
+
+
+@pytest.mark.parametrize("name", list(SIGNALS))
+def test_numpy_matches_librosa(name):
+    audio = SIGNALS[name]
+    ours = logmel(audio)
+    reference = librosa_logmel(audio)
+    assert ours.dtype == np.float32
+    assert ours.shape == reference.shape == (40, 1 + len(audio) // 160)
+    assert np.abs(ours - reference).max() <= TOLERANCE_DB
+    assert ours.max() == 0.0 and ours.min() >= -80.0
+
+
+def _speech_clips() -> list[np.ndarray]:
+    clips = [load_audio(path) for path in sorted(EXAMPLES.glob("*.wav"))]
+    if not clips:
+        pytest.skip(f"no example speech in {EXAMPLES}")
+    return clips
+
+
+def test_numpy_matches_librosa_on_real_speech():
+    for clip in _speech_clips():
+        assert np.abs(logmel(clip) - librosa_logmel(clip)).max() <= TOLERANCE_DB
+
+
+def test_gain_invariance():
+    audio = SIGNALS["chirp"]
+    assert np.abs(logmel(audio) - logmel(audio * 0.01)).max() <= TOLERANCE_DB
+
+
+def test_mel_filterbank_matches_librosa_slaney():
+    import librosa
+
+    reference = librosa.filters.mel(sr=SR, n_fft=400, n_mels=40, fmin=20.0, fmax=8000.0, dtype=np.float64)
+    np.testing.assert_allclose(mel_filterbank(FrontendSpec()), reference, rtol=1e-9, atol=1e-12)
+
+
+def test_batch_pads_with_the_floor_and_keeps_valid_frames():
+    clips = [SIGNALS["0.05 s clip"], SIGNALS["chirp"][: SR // 2], SIGNALS["white noise"]]
+    features, lengths = logmel_batch(clips)
+    assert features.shape == (3, 40, 1 + 2 * SR // 160)
+    assert lengths.dtype == np.int64 and lengths.tolist() == [6, 51, 201]
+    for row, clip, length in zip(features, clips, lengths, strict=True):
+        np.testing.assert_array_equal(row[:, :length], logmel(clip))
+        assert (row[:, length:] == -80.0).all()
+
+
+def test_batch_has_at_least_min_frames():
+    features, lengths = logmel_batch([SIGNALS["0.05 s clip"]])
+    assert features.shape == (1, 40, 64)
+    assert lengths.tolist() == [6]
+
+
+def test_spec_json_round_trip():
+    spec = FrontendSpec()
+    assert FrontendSpec.from_json(spec.to_json()) == spec
+    changed = dataclasses.replace(spec, max_frames=2000)
+    assert FrontendSpec.from_dict(changed.to_dict()) == changed
+    with pytest.raises(ValueError, match="unknown front-end spec fields: colour"):
+        FrontendSpec.from_dict({**spec.to_dict(), "colour": "red"})
+
+
+def test_spec_values_are_the_papers():
+    spec = FrontendSpec()
+    assert (spec.sample_rate, spec.n_fft, spec.win_length, spec.hop_length, spec.n_mels) == (16000, 400, 400, 160, 40)
+    assert (spec.fmin, spec.fmax, spec.preemphasis, spec.top_db, spec.pad_value) == (20.0, 8000.0, 0.97, 80.0, -80.0)
+    assert spec.num_frames(16000) == 101
