@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -212,12 +210,7 @@ def logmel_batch(
     """
     if not audios:
         raise ValueError("logmel_batch needs at least one utterance")
-    if len(audios) > 1:
-        # numpy's FFT and BLAS release the GIL: utterances run in parallel on the available cores.
-        with ThreadPoolExecutor(max_workers=min(len(audios), os.cpu_count() or 1)) as pool:
-            features = list(pool.map(lambda audio: logmel(audio, spec), audios))
-    else:
-        features = [logmel(audios[0], spec)]
+    features = [logmel(audio, spec) for audio in audios]
     lengths = np.array([f.shape[1] for f in features], dtype=np.int64)
     width = max(int(lengths.max()), spec.min_frames)
     batch = np.full((len(features), spec.n_mels, width), spec.pad_value, dtype=np.float32)

@@ -49,11 +49,10 @@ def logmel_torch(
     pad = spec.n_fft // 2
     frame_lengths = 1 + lengths // spec.hop_length
     frames_max = int(frame_lengths.max())
-    # Sample index of every frame element in each utterance's own reflect-padded signal.
-    starts = torch.arange(frames_max, device=device) * spec.hop_length - pad
-    index = starts[:, None] + torch.arange(spec.n_fft, device=device)[None, :]  # (T, n_fft)
-    index = _reflect_index(index[None], lengths[:, None, None])  # (B, T, n_fft)
-    frames = torch.gather(x, 1, index.reshape(x.shape[0], -1)).reshape(x.shape[0], frames_max, spec.n_fft)
+    # Each utterance reflect-padded at its own length (not at the batch's), then framed as a strided view.
+    index = torch.arange(-pad, x.shape[1] + pad, device=device)[None, :]
+    padded = torch.gather(x, 1, _reflect_index(index, lengths[:, None]).expand(x.shape[0], -1))
+    frames = padded.unfold(1, spec.n_fft, spec.hop_length)[:, :frames_max]
 
     window = torch.tensor(padded_window(spec), device=device)
     spectrum = torch.fft.rfft(frames * window, dim=-1)
