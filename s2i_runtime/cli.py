@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 from .cliutil import run_app
@@ -13,11 +19,124 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# typer needs Optional[...] spelled out on Python 3.10 for options that default to None.
+BundleOption = typer.Option(None, "--bundle", help="Model bundle directory (default: the shipped model).")
+BackendOption = typer.Option("auto", "--backend", help="auto | onnxruntime | tensorrt")
+DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda")
+ThreadsOption = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads (0 = all physical cores).")
+JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+
 
 @app.command()
-def info(json_output: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+def infer(
+    inputs: list[str] = typer.Argument(..., help="Audio files (WAV; other formats with s2i[audio])."),
+    bundle: Optional[Path] = BundleOption,  # noqa: UP045
+    out: Path = typer.Option(Path("s2i-out"), "--out", help="Output directory."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed; the same seed gives the same pixels."),
+    num_images: int = typer.Option(1, "--num-images", "-k", min=1, help="Images per input."),
+    backend: str = BackendOption,
+    device: str = DeviceOption,
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Inputs per model batch."),
+    make_grid: bool = typer.Option(False, "--grid", help="Also write OUT/grid.png (one row per input)."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first unusable input."),
+    threads: int = ThreadsOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Write OUT/<input stem>_<k>.png for k = 0..K-1 for every input."""
+    from .infer import infer_files
+    from .pipeline import Pipeline, StageTimer
+
+    started = time.perf_counter()
+    timer = StageTimer()
+    with timer.measure("load_model"):
+        pipe = Pipeline.load(bundle, backend=backend, device=device, batch_size=batch_size, threads=threads)
+    with pipe, _progress(len(inputs), enabled=not json_output and len(inputs) > batch_size) as progress:
+        result = infer_files(
+            pipe, inputs, out, seed=seed, num_images=num_images, make_grid=make_grid, fail_fast=fail_fast,
+            timer=timer, on_error=lambda message: typer.echo(f"error: {message}", err=True),
+            on_progress=progress,
+        )
+        described = pipe.describe()
+    if json_output:
+        typer.echo(json.dumps({
+            **described,
+            "seed": seed,
+            "num_images": num_images,
+            "outputs": result.outputs,
+            "grid": result.grid,
+            "timings_s": timer.as_dict(),
+            "wall_s": round(time.perf_counter() - started, 6),
+        }, indent=2))
+    else:
+        written = sum(len(o.get("images", [])) for o in result.outputs)
+        typer.echo(f"wrote {written} image(s) to {out}" + (f" and {result.grid}" if result.grid else ""))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def interpolate(
+    source_a: str = typer.Argument(..., metavar="A.wav"),
+    source_b: str = typer.Argument(..., metavar="B.wav"),
+    steps: int = typer.Option(9, "--steps", min=2, help="Images from A to B, both ends included."),
+    out: Path = typer.Option(Path("strip.png"), "--out", help="The strip, one PNG."),
+    bundle: Optional[Path] = BundleOption,  # noqa: UP045
+    seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every step."),
+    backend: str = BackendOption,
+    device: str = DeviceOption,
+    threads: int = ThreadsOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Images along the line between two utterances' speech embeddings (Li et al., Fig. 5)."""
+    from .infer import interpolate_files
+    from .pipeline import Pipeline
+
+    with Pipeline.load(bundle, backend=backend, device=device, threads=threads) as pipe:
+        interpolate_files(pipe, source_a, source_b, out, steps=steps, seed=seed)
+        described = pipe.describe()
+    if json_output:
+        typer.echo(json.dumps({**described, "steps": steps, "seed": seed, "out": str(out)}, indent=2))
+    else:
+        typer.echo(f"wrote {out} ({steps} steps)")
+
+
+@app.command()
+def info(
+    bundle: Optional[Path] = BundleOption,  # noqa: UP045
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
     """Show the bundle and the backends available here (and why not)."""
-    raise typer.Exit(1)  # filled in by the runtime work (issue 6)
+    from .info import gather, render_text
+
+    details = gather(bundle)
+    typer.echo(json.dumps(details, indent=2) if json_output else render_text(details))
+
+
+class _progress:
+    """A rich progress bar on stderr for long runs on a terminal; otherwise nothing (and no rich import)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._bar = Progress(console=Console(stderr=True), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task("generating", total=self.total)
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        self._bar.update(self._task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from s2i_runtime.cliutil import run_app
+from s2i_train.data.commands import register_data_commands
+from s2i_train.train.commands import register_train_commands
 
 app = typer.Typer(
     help="Build datasets and train s2i speech encoders and generators.",
@@ -14,7 +16,13 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build or check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+register_data_commands(data_app)
+register_train_commands(app)
 
 
 def main() -> None:
     run_app(app, "s2i-train")
+
+
+if __name__ == "__main__":
+    main()

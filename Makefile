@@ -1,0 +1,55 @@
+# Rebuild the shipped default model from scratch: data -> judge -> teacher -> encoder -> generator ->
+# eval -> ONNX bundle -> s2i_runtime/default_bundle/.   `make default-model`
+# About 30-45 minutes on 2 CPU cores. Override the locations, e.g.
+#   make default-model DATA=/tmp/shapes RUN=/tmp/run64
+# Any stage can be continued after an interruption with `s2i-train <stage> --run $(RUN) --resume`.
+
+VENV ?= .venv
+BIN ?= $(VENV)/bin
+DATA ?= build/data-shapes
+RUN ?= build/run-shapes64
+CONFIG ?= shapes64
+BUNDLE_OUT ?= s2i_runtime/default_bundle
+# The classifier-based encoder baseline with the same budget, for the retrieval comparison.
+RUN_CLASSIFIER ?= $(RUN)-classifier
+
+.PHONY: default-model data train evaluate export encoder-baseline clean-run
+
+default-model: export
+
+data: $(DATA)/captions.jsonl
+
+$(DATA)/captions.jsonl:
+	$(BIN)/s2i-train data shapes --out $(DATA) --images-per-class 60 --captions-per-image 2 \
+		--image-size 128 --overwrite
+
+train: $(RUN)/generator.safetensors
+
+$(RUN)/generator.safetensors: $(DATA)/captions.jsonl
+	$(BIN)/s2i-train judge --run $(RUN) --data $(DATA) --config $(CONFIG)
+	$(BIN)/s2i-train teacher --run $(RUN)
+	$(BIN)/s2i-train encoder --run $(RUN)
+	$(BIN)/s2i-train generator --run $(RUN)
+
+evaluate: $(RUN)/eval.json
+
+$(RUN)/eval.json: $(RUN)/generator.safetensors
+	$(BIN)/s2i-train eval --run $(RUN)
+
+export: $(RUN)/eval.json
+	$(BIN)/s2i-export onnx --run $(RUN) --out $(RUN)/bundle
+	rm -rf $(BUNDLE_OUT).tmp && cp -r $(RUN)/bundle $(BUNDLE_OUT).tmp
+	chmod -R a+rX $(BUNDLE_OUT).tmp
+	rm -rf $(BUNDLE_OUT) && mv $(BUNDLE_OUT).tmp $(BUNDLE_OUT)
+	du -sh $(BUNDLE_OUT)
+
+# Same data, teacher-free classifier objective, same encoder budget; compare with `s2i-train eval`.
+encoder-baseline: $(RUN)/generator.safetensors
+	mkdir -p $(RUN_CLASSIFIER)
+	cp $(RUN)/judge.json $(RUN)/judge.safetensors $(RUN_CLASSIFIER)/
+	$(BIN)/s2i-train encoder --run $(RUN_CLASSIFIER) --data $(DATA) --config $(RUN)/config.toml \
+		--set encoder.objective=classifier
+	$(BIN)/s2i-train eval --run $(RUN_CLASSIFIER)
+
+clean-run:
+	rm -rf $(RUN) $(RUN_CLASSIFIER)

@@ -1,0 +1,119 @@
+"""The inputs export's checks run on (synthetic and real features, noise) and ONNX Runtime CPU sessions."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+import s2i_runtime
+from s2i_runtime.errors import InputError
+from s2i_runtime.frontend import FrontendSpec, logmel_batch
+from s2i_runtime.noise import draw_noise
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+EXAMPLES_DIR = Path(s2i_runtime.__file__).resolve().parent / "examples"  # shipped real utterances
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureBatch:
+    """One encoder input: mel (B, n_mels, T) float32 padded with the spec's pad value, lengths (B,) int64."""
+
+    label: str
+    mel: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def batch(self) -> int:
+        return int(self.mel.shape[0])
+
+    @property
+    def frames(self) -> int:
+        return int(self.mel.shape[2])
+
+
+def batch_lengths(batch: int, frames: int, spec: FrontendSpec) -> np.ndarray:
+    """Lengths from `frames` down to about half of it: one full row, the rest padded (masking is exercised)."""
+    low = max(spec.min_frames, frames // 2)
+    return np.linspace(frames, low, num=batch).round().astype(np.int64)
+
+
+def synthetic_features(batch: int, frames: int, spec: FrontendSpec, seed: int = 0) -> FeatureBatch:
+    """Random features in the front end's range (-80..0 dB), padding set to the pad value."""
+    if frames < spec.min_frames:
+        raise InputError(f"{frames} frames is below the front end's minimum of {spec.min_frames}")
+    rng = np.random.default_rng([seed, batch, frames])
+    mel = np.clip(rng.normal(-40.0, 15.0, size=(batch, spec.n_mels, frames)), -spec.top_db, 0.0).astype(np.float32)
+    lengths = batch_lengths(batch, frames, spec)
+    steps = np.arange(frames)[None, None, :]
+    mel = np.where(steps < lengths[:, None, None], mel, np.float32(spec.pad_value)).astype(np.float32)
+    return FeatureBatch(f"synthetic B={batch} T={frames}", mel, lengths)
+
+
+def find_audio(paths: Iterable[str | Path], limit: int) -> list[Path]:
+    """Audio files among `paths` (files, or directories searched recursively): at most `limit`, spread
+    evenly over the sorted list so a dataset contributes several classes, not the first folder's files."""
+    found: list[Path] = []
+    for path in (Path(p) for p in paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    if len(found) <= limit:
+        return found
+    picks = np.linspace(0, len(found) - 1, num=limit).round().astype(int)
+    return [found[i] for i in picks]
+
+
+def real_features(paths: Sequence[Path], spec: FrontendSpec) -> FeatureBatch | None:
+    """Features of real utterances as one batch (None when there are none). Longer than max_frames is cut."""
+    if not paths:
+        return None
+    from s2i_runtime.audio import load_audio
+
+    waves = [load_audio(p, max_seconds=None)[: (spec.max_frames - 1) * spec.hop_length] for p in paths]
+    mel, lengths = logmel_batch(waves, spec)
+    return FeatureBatch(f"real utterances x{len(paths)}", mel.astype(np.float32), lengths.astype(np.int64))
+
+
+def default_real_sources() -> list[Path]:
+    """Utterances shipped with the runtime, when there are any."""
+    return [EXAMPLES_DIR] if EXAMPLES_DIR.is_dir() else []
+
+
+def noise_for(batch: int, z_dim: int, ca_dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """z (B, z_dim), eps (B, ca_dim) exactly as the runtime draws them."""
+    draws = [draw_noise(seed, i, 0, z_dim, ca_dim) for i in range(batch)]
+    return np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
+
+
+def ort_session(path: str | Path, threads: int = 0):
+    """A CPU ONNX Runtime session (the reference every other backend is compared against)."""
+    return ort_session_from_bytes(str(path), threads)
+
+
+def ort_session_from_bytes(model: str | bytes, threads: int = 0):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def real_audio_sources(audio: Sequence[Path] = (), data: Path | None = None, limit: int = 8) -> list[Path]:
+    """Real utterances for the checks: given files/directories, a dataset's audio/ folder, shipped examples."""
+    sources: list[Path] = [Path(a) for a in audio]
+    if data is not None:
+        audio_dir = Path(data) / "audio"
+        if not audio_dir.is_dir():
+            raise InputError(f"{data}: not a dataset directory (no audio/ folder)")
+        sources.append(audio_dir)
+    if not sources:
+        sources = default_real_sources()
+    return find_audio(sources, limit)

@@ -1,0 +1,138 @@
+"""ONNX Runtime backend: CPU or CUDA execution provider, checked after the session exists.
+
+onnxruntime-gpu silently falls back to the CPU when CUDA or cuDNN cannot load; `device="cuda"` turns
+that into an error, `device="auto"` accepts it and says so in `describe()`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..bundle import (
+    ENCODER_FILE,
+    ENCODER_FP16_FILE,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    GENERATOR_FILE,
+    GENERATOR_FP16_FILE,
+    GENERATOR_INPUTS,
+    GENERATOR_OUTPUTS,
+    Bundle,
+)
+from ..errors import BackendUnavailable, BundleError
+from .base import Backend, check_tensors, expected_signature
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64"}
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"onnxruntime is not installed ({exc}); install 's2i[cpu]' or 's2i[gpu]'"
+        ) from None
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    return list(import_onnxruntime().get_available_providers())
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, device: str = "auto", threads: int = 0, precision: str = "fp32") -> None:
+        ort = import_onnxruntime()
+        self.notes = []
+        self.bundle = bundle
+        self.precision = precision
+        available = list(ort.get_available_providers())
+        if device == "cuda" and CUDA not in available:
+            raise BackendUnavailable(
+                f"device cuda requested, but onnxruntime {ort.__version__} here has no CUDA provider "
+                f"(available: {', '.join(available)}); install 's2i[gpu]' (onnxruntime-gpu) or use --device cpu"
+            )
+        want_cuda = device in ("cuda", "auto") and CUDA in available
+        providers = [CUDA, CPU] if want_cuda else [CPU]
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(0, int(threads))
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: a CUDA fallback is reported by us, once
+
+        encoder_file, generator_file = ENCODER_FILE, GENERATOR_FILE
+        if precision == "fp16":
+            encoder_file, generator_file = ENCODER_FP16_FILE, GENERATOR_FP16_FILE
+            for name in (encoder_file, generator_file):
+                if not bundle.file(name).is_file():
+                    raise BundleError(f"{bundle.path}: no {name}; make it with `s2i-export fp16 {bundle.path}`")
+        self.encoder = self._session(ort, bundle.file(encoder_file), options, providers)
+        self.generator = self._session(ort, bundle.file(generator_file), options, providers)
+
+        active = self.encoder.get_providers()
+        self.device = "cuda" if active and active[0] == CUDA else "cpu"
+        if want_cuda and self.device != "cuda":
+            reason = (
+                "the CUDA provider is installed but failed to initialise, so onnxruntime fell back to the CPU "
+                "(onnxruntime-gpu needs a matching CUDA and cuDNN)"
+            )
+            if device == "cuda":
+                raise BackendUnavailable(f"device cuda requested: {reason}")
+            self.notes.append(reason)
+        elif device == "auto" and not want_cuda:
+            self.notes.append("no CUDA provider in this onnxruntime build: running on the CPU")
+        self.providers = active
+
+        signature = expected_signature(bundle)
+        self._input_types = {}
+        for role, session, path in (
+            ("encoder", self.encoder, bundle.file(encoder_file)),
+            ("generator", self.generator, bundle.file(generator_file)),
+        ):
+            inputs = {a.name: (_ORT_TYPES.get(a.type, a.type), tuple(a.shape)) for a in session.get_inputs()}
+            outputs = {a.name: (_ORT_TYPES.get(a.type, a.type), tuple(a.shape)) for a in session.get_outputs()}
+            check_tensors(str(path), "inputs", inputs, signature[role][0])
+            check_tensors(str(path), "outputs", outputs, signature[role][1])
+            self._input_types[role] = {name: np.dtype(t) for name, (t, _) in inputs.items()}
+
+    @staticmethod
+    def _session(ort, path: os.PathLike, options, providers):
+        try:
+            return ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{path}: onnxruntime cannot load this graph ({first})") from None
+
+    def _feed(self, role: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        types = self._input_types[role]
+        return {name: np.ascontiguousarray(a, dtype=types[name]) for name, a in arrays.items()}
+
+    def encode(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        mel_name, lengths_name = ENCODER_INPUTS
+        feed = self._feed("encoder", {mel_name: mel, lengths_name: lengths})
+        (embedding,) = self.encoder.run(list(ENCODER_OUTPUTS), feed)
+        return np.asarray(embedding, dtype=np.float32)
+
+    def generate(self, embedding: np.ndarray, z: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        emb_name, z_name, eps_name = GENERATOR_INPUTS
+        feed = self._feed("generator", {emb_name: embedding, z_name: z, eps_name: eps})
+        (images,) = self.generator.run(list(GENERATOR_OUTPUTS), feed)
+        return np.asarray(images, dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "providers": list(self.providers),
+            "precision": self.precision,
+            "notes": list(self.notes),
+        }
+
+    def close(self) -> None:
+        self.encoder = self.generator = None

@@ -1,0 +1,381 @@
+"""TensorRT backend: prebuilt plans from the bundle's `engines` list, pycuda buffers, `execute_async_v3`.
+
+Written against the TensorRT 10/11 Python API (see shared/GPU-API-NOTES.md). Everything that needs the
+GPU is imported lazily; without tensorrt, pycuda or a CUDA device the constructor raises one clear
+BackendUnavailable. The pure parts (engine choice, profile checks) are plain functions, tested on the CPU.
+
+Contexts: pycuda works in the device's *primary* context (retain_primary_context), the one TensorRT and
+PyTorch use; pycuda.autoinit would create a second context and mixing them gives zeros or
+invalid-resource errors. The context is pushed around every call, because the calling thread (a dynamic
+batcher worker, a web server thread) is not the one that loaded the engines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..bundle import ENCODER_INPUTS, ENCODER_OUTPUTS, GENERATOR_INPUTS, GENERATOR_OUTPUTS, Bundle
+from ..errors import BackendUnavailable, BundleError, InputError
+from .base import Backend, _stage, check_tensors, expected_signature
+
+INSTALL_HINT = (
+    "install the gpu extra (pip install 's2i[gpu]') and TensorRT from NVIDIA's index "
+    "(pip install tensorrt --extra-index-url https://pypi.nvidia.com)"
+)
+COMPONENTS = ("encoder", "generator")
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuDevice:
+    name: str
+    compute_capability: str  # "9.0"
+
+
+def short_version(version: str) -> str:
+    """'10.13.0.35' -> '10.13.0': plans are tied to the release, not the build number."""
+    return ".".join(str(version).split(".")[:3])
+
+
+def select_engine(engines: list[dict[str, Any]], gpu: GpuDevice, trt_version: str,
+                  precision: str = "auto") -> tuple[dict[str, Any] | None, list[str]]:
+    """The engine record to use on this GPU and TensorRT, or None, with the reason each one was skipped.
+
+    A plan runs only on the compute capability and TensorRT release it was built with. Among matches,
+    `precision` "auto" prefers fp16 over fp32, then the newest build.
+    """
+    reasons, matches = [], []
+    for entry in engines:
+        label = entry.get("dir", "?")
+        if str(entry.get("compute_capability")) != gpu.compute_capability:
+            reasons.append(
+                f"{label}: built for compute capability {entry.get('compute_capability')}, "
+                f"this GPU ({gpu.name}) is {gpu.compute_capability}"
+            )
+        elif short_version(entry.get("trt_version", "")) != short_version(trt_version):
+            reasons.append(f"{label}: built with TensorRT {entry.get('trt_version')}, installed is {trt_version}")
+        elif precision != "auto" and entry.get("precision") != precision:
+            reasons.append(f"{label}: precision {entry.get('precision')}, {precision} requested")
+        else:
+            matches.append(entry)
+    if not matches:
+        return None, reasons
+    rank = {"fp16": 1, "fp32": 0}
+    best = max(matches, key=lambda e: (rank.get(e.get("precision"), -1), str(e.get("built_at", ""))))
+    return best, reasons
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineLimits:
+    max_batch: int
+    min_frames: int
+    max_frames: int
+
+
+def engine_limits(entry: dict[str, Any], bundle: Bundle) -> EngineLimits:
+    """Check the record's optimisation profiles against s2i.json; the batch and frame ranges they allow."""
+    where = f"{bundle.path}: engine {entry.get('dir', '?')}"
+    try:
+        profiles = entry["profiles"]
+        mel = profiles["encoder"][ENCODER_INPUTS[0]]
+        lengths = profiles["encoder"][ENCODER_INPUTS[1]]
+        gen = profiles["generator"]
+        shapes = {k: [list(map(int, mel[k])), list(map(int, lengths[k]))] for k in ("min", "opt", "max")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{where}: malformed optimisation profiles ({exc})") from None
+    n_mels = bundle.frontend.n_mels
+    for key, (mel_shape, len_shape) in shapes.items():
+        if len(mel_shape) != 3 or mel_shape[1] != n_mels or len(len_shape) != 1 or len_shape[0] != mel_shape[0]:
+            raise BundleError(f"{where}: encoder profile {key} shape {mel_shape} does not fit (B, {n_mels}, T)")
+    dims = bundle.dims
+    widths = dict(zip(GENERATOR_INPUTS, (dims.embedding_dim, dims.z_dim, dims.ca_dim), strict=True))
+    gen_max = set()
+    for name, width in widths.items():
+        try:
+            ranges = {k: list(map(int, gen[name][k])) for k in ("min", "max")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{where}: malformed generator profile ({exc})") from None
+        if ranges["min"][1:] != [width] or ranges["max"][1:] != [width]:
+            raise BundleError(f"{where}: generator profile of '{name}' is {ranges}, s2i.json says width {width}")
+        if ranges["min"][0] > 1:
+            raise BundleError(f"{where}: generator profile of '{name}' does not allow batch 1")
+        gen_max.add(ranges["max"][0])
+    if shapes["min"][0][0] > 1:
+        raise BundleError(f"{where}: encoder profile does not allow batch 1")
+    max_batch = min(shapes["max"][0][0], *gen_max)
+    return EngineLimits(max_batch=max_batch, min_frames=shapes["min"][0][2], max_frames=shapes["max"][0][2])
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise BackendUnavailable(f"tensorrt is not importable ({exc}); {INSTALL_HINT}") from None
+    return tensorrt
+
+
+def import_pycuda():
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:  # also raised when libcuda.so.1 (the driver) is missing
+        raise BackendUnavailable(f"pycuda is not importable ({exc}); {INSTALL_HINT}") from None
+    return cuda
+
+
+def detect_gpu(cuda, index: int = 0) -> GpuDevice:
+    try:
+        cuda.init()
+        if cuda.Device.count() <= index:
+            raise BackendUnavailable("no CUDA device found")
+        device = cuda.Device(index)
+        major, minor = device.compute_capability()
+        return GpuDevice(name=str(device.name()), compute_capability=f"{major}.{minor}")
+    except cuda.Error as exc:
+        raise BackendUnavailable(f"CUDA is not usable here ({exc})") from None
+
+
+class _Plan:
+    """One deserialised engine with its execution context and device buffers sized for profile maxima."""
+
+    def __init__(self, trt, cuda, runtime, path, role: str, bundle: Bundle, stream) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read the engine ({exc})") from None
+        engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise BackendUnavailable(
+                f"{path}: TensorRT cannot deserialise this plan (built for another GPU or TensorRT version?)"
+            )
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise BackendUnavailable(f"{path}: cannot create an execution context (out of GPU memory?)")
+        self.role = role
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        actual_in = {n: (self.dtypes[n].name, tuple(engine.get_tensor_shape(n))) for n in self.inputs}
+        actual_out = {n: (self.dtypes[n].name, tuple(engine.get_tensor_shape(n))) for n in self.outputs}
+        expected_in, expected_out = expected_signature(bundle)[role]
+        check_tensors(str(path), "inputs", actual_in, expected_in)
+        check_tensors(str(path), "outputs", actual_out, expected_out)
+        for name in self.inputs + self.outputs:
+            if self.dtypes[name] == np.float16:
+                raise BundleError(f"{path}: tensor '{name}' is float16; the runtime expects float32 engine I/O")
+        # Profile 0 is the one export builds; its maxima size the buffers once, for every later call.
+        self.context.set_optimization_profile_async(0, stream.handle)
+        self.max_shapes = {n: tuple(engine.get_tensor_profile_shape(n, 0)[2]) for n in self.inputs}
+        for name in self.inputs:
+            self.context.set_input_shape(name, self.max_shapes[name])
+        out_max = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
+        self.buffers = {}
+        for name, shape in {**self.max_shapes, **out_max}.items():
+            nbytes = int(np.prod(shape)) * self.dtypes[name].itemsize
+            self.buffers[name] = cuda.mem_alloc(max(nbytes, 1))
+            self.context.set_tensor_address(name, int(self.buffers[name]))
+
+    def set_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        for name, shape in shapes.items():
+            limit = self.max_shapes[name]
+            if any(s > m for s, m in zip(shape, limit, strict=True)):
+                raise InputError(f"{self.role} input '{name}' of shape {shape} exceeds the engine profile {limit}")
+            if not self.context.set_input_shape(name, tuple(int(s) for s in shape)):
+                raise InputError(f"{self.role}: TensorRT refused input '{name}' of shape {shape}")
+
+    def execute(self, stream) -> None:
+        if not self.context.execute_async_v3(stream.handle):
+            raise BackendUnavailable(f"TensorRT {self.role} execution failed (see the TensorRT log)")
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    device = "cuda"
+
+    def __init__(self, bundle: Bundle, precision: str = "auto", device_index: int = 0) -> None:
+        self.notes = []
+        self.bundle = bundle
+        if not bundle.engines:
+            raise BackendUnavailable(
+                f"{bundle.path}: the bundle has no TensorRT engines; build one with "
+                f"`s2i-export build-engine {bundle.path}`"
+            )
+        trt = import_tensorrt()
+        cuda = import_pycuda()
+        gpu = detect_gpu(cuda, device_index)
+        entry, reasons = select_engine(bundle.engines, gpu, trt.__version__, precision)
+        if entry is None:
+            raise BackendUnavailable(
+                f"no engine in {bundle.path} fits {gpu.name} (compute capability {gpu.compute_capability}) with "
+                f"TensorRT {trt.__version__}: {'; '.join(reasons)}; rebuild with `s2i-export build-engine`"
+            )
+        limits = engine_limits(entry, bundle)
+        self.entry, self.gpu, self.trt_version = entry, gpu, trt.__version__
+        self.max_batch = limits.max_batch
+        self.frame_range = (limits.min_frames, limits.max_frames)
+        self._cuda = cuda
+        self._lock = threading.Lock()
+        self._ctx = cuda.Device(device_index).retain_primary_context()
+        self._ctx.push()
+        try:
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            self._stream = cuda.Stream()
+            self._plans = {
+                role: _Plan(trt, cuda, self._runtime, bundle.file(entry["plans"][role]), role, bundle, self._stream)
+                for role in COMPONENTS
+            }
+            # Embedding rows for the generator (repeated per image, device-to-device); grows on demand.
+            self._repeat, self._repeat_rows = None, 0
+        except BaseException:
+            self._ctx.pop()
+            raise
+        self._ctx.pop()
+        self._frontend = None
+        self._init_cuda_frontend(device_index)
+
+    def _init_cuda_frontend(self, device_index: int) -> None:
+        """Use the CUDA log-Mel kernels when they load here; the numpy front end stays the fallback."""
+        try:
+            from ..cuda.frontend_cuda import CudaLogMel
+
+            self._frontend = CudaLogMel(self.bundle.frontend, device_index)
+        except Exception as exc:  # ImportError, BackendUnavailable, a driver refusing the PTX
+            self.notes.append(f"CUDA front end not used ({type(exc).__name__}: {exc}); numpy front end")
+
+    def logmel(self, audio: np.ndarray, spec) -> np.ndarray:
+        if self._frontend is None or spec != self.bundle.frontend:
+            return super().logmel(audio, spec)
+        # CudaLogMel pushes the primary context and serialises its own calls.
+        features, lengths = self._frontend.logmel_batch([audio])
+        return np.ascontiguousarray(features[0][:, : int(lengths[0])], dtype=np.float32)
+
+    # -- running -------------------------------------------------------------------------------------
+
+    def _run(self, mel, lengths, rows_source, counts, z, eps, max_rows, want_embedding, timings=None):
+        cuda, stream = self._cuda, self._stream
+        enc, gen = self._plans["encoder"], self._plans["generator"]
+        mel_name, len_name = ENCODER_INPUTS
+        (emb_out,) = ENCODER_OUTPUTS
+        emb_in, z_name, eps_name = GENERATOR_INPUTS
+        (image_name,) = GENERATOR_OUTPUTS
+        embedding_bytes = self.bundle.dims.embedding_dim * 4
+        with self._lock:
+            self._ctx.push()
+            try:
+                embedding_ptr = None
+                if mel is not None:
+                    mel = np.ascontiguousarray(mel, dtype=np.float32)
+                    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+                    with _stage(timings, "encoder"):
+                        enc.set_shapes({mel_name: mel.shape, len_name: lengths.shape})
+                        cuda.memcpy_htod_async(enc.buffers[mel_name], mel, stream)
+                        cuda.memcpy_htod_async(enc.buffers[len_name], lengths, stream)
+                        enc.execute(stream)
+                        stream.synchronize()
+                    embedding_ptr = int(enc.buffers[emb_out])
+                    if want_embedding:
+                        host = cuda.pagelocked_empty((mel.shape[0], self.bundle.dims.embedding_dim), np.float32)
+                        cuda.memcpy_dtoh_async(host, enc.buffers[emb_out], stream)
+                        stream.synchronize()
+                        return np.array(host)
+                if z is None:
+                    return None
+                total = z.shape[0]
+                with _stage(timings, "generator"):
+                    if rows_source is not None:  # embeddings given by the caller: one upload
+                        source = np.ascontiguousarray(rows_source, dtype=np.float32)
+                        cuda.memcpy_htod_async(self._rows_buffer(total), source, stream)
+                        rows_ptr = int(self._repeat)
+                    elif np.all(counts == 1):
+                        rows_ptr = embedding_ptr  # the encoder's output is the generator's input as is
+                    else:
+                        self._rows_buffer(total)
+                        row = 0
+                        for i, count in enumerate(counts):
+                            for _ in range(int(count)):
+                                cuda.memcpy_dtod_async(int(self._repeat) + row * embedding_bytes,
+                                                       embedding_ptr + i * embedding_bytes, embedding_bytes, stream)
+                                row += 1
+                        rows_ptr = int(self._repeat)
+                    z = np.ascontiguousarray(z, dtype=np.float32)
+                    eps = np.ascontiguousarray(eps, dtype=np.float32)
+                    size = self.bundle.dims.image_size
+                    out = cuda.pagelocked_empty((total, 3, size, size), np.float32)
+                    chunk = min(max_rows, self.max_batch)
+                    for start in range(0, total, chunk):
+                        stop = min(total, start + chunk)
+                        rows = stop - start
+                        gen.set_shapes({emb_in: (rows, self.bundle.dims.embedding_dim),
+                                        z_name: (rows, z.shape[1]), eps_name: (rows, eps.shape[1])})
+                        gen.context.set_tensor_address(emb_in, rows_ptr + start * embedding_bytes)
+                        cuda.memcpy_htod_async(gen.buffers[z_name], z[start:stop], stream)
+                        cuda.memcpy_htod_async(gen.buffers[eps_name], eps[start:stop], stream)
+                        gen.execute(stream)
+                        cuda.memcpy_dtoh_async(out[start:stop], gen.buffers[image_name], stream)
+                        stream.synchronize()
+                    gen.context.set_tensor_address(emb_in, int(gen.buffers[emb_in]))
+                return np.array(out)
+            finally:
+                self._ctx.pop()
+
+    def _rows_buffer(self, rows: int):
+        if rows > self._repeat_rows:
+            if self._repeat is not None:
+                self._stream.synchronize()
+                self._repeat.free()
+            self._repeat = self._cuda.mem_alloc(rows * self.bundle.dims.embedding_dim * 4)
+            self._repeat_rows = rows
+        return self._repeat
+
+    def encode(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        self._check_batch(mel.shape[0])
+        return self._run(mel, lengths, None, None, None, None, self.max_batch, want_embedding=True)
+
+    def generate(self, embedding: np.ndarray, z: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        self._check_batch(embedding.shape[0])
+        return self._run(None, None, embedding, None, z, eps, self.max_batch, want_embedding=False)
+
+    def encode_generate(self, mel, lengths, z, eps, counts, max_rows, timings=None) -> np.ndarray:
+        self._check_batch(mel.shape[0])
+        return self._run(mel, lengths, None, np.asarray(counts), z, eps, max_rows, want_embedding=False,
+                         timings=timings)
+
+    def _check_batch(self, batch: int) -> None:
+        if batch > self.max_batch:
+            raise InputError(f"batch of {batch} exceeds the engine's maximum batch {self.max_batch}")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "gpu": self.gpu.name,
+            "compute_capability": self.gpu.compute_capability,
+            "tensorrt": self.trt_version,
+            "engine": self.entry.get("dir"),
+            "precision": self.entry.get("precision"),
+            "max_batch": self.max_batch,
+            "frame_range": list(self.frame_range),
+            "cuda_frontend": self._frontend is not None,
+            "notes": list(self.notes),
+        }
+
+    def close(self) -> None:
+        if getattr(self, "_plans", None) is None:
+            return
+        with self._lock:
+            self._ctx.push()
+            try:
+                for plan in self._plans.values():
+                    for buffer in plan.buffers.values():
+                        buffer.free()
+                if self._repeat is not None:
+                    self._repeat.free()
+                self._plans = None
+            finally:
+                self._ctx.pop()
+            self._ctx.detach()

@@ -1,0 +1,289 @@
+"""`Pipeline`: audio in, images out (DESIGN §4 Python API).
+
+    pipe = Pipeline.load()                      # the default model, best backend here
+    images = pipe.generate(["a.wav"], seed=0)   # [[PIL.Image]] per input
+
+Stages: audio -> log-Mel (numpy, in the caller's thread) -> length buckets -> encoder -> generator ->
+PIL. Noise is drawn with numpy per (seed, input position, image index), see `noise.py`, so pixels do not
+depend on batching. Safe to call from several threads; with `max_wait_ms` set, concurrent calls are merged
+into shared batches by a dynamic batcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+from .backends.base import Backend, open_backend
+from .batching import DynamicBatcher, pad_features, plan_batches
+from .bundle import Bundle, load_bundle
+from .errors import InputError, S2IError
+from .images import NonFiniteOutput, check_finite, to_pil
+from .interpolate import interpolate
+from .noise import check_seed, noise_block
+
+AudioInput = Union[str, os.PathLike, np.ndarray]  # noqa: UP007 - a runtime alias on 3.10
+
+STAGES = ("load_model", "load_audio", "front_end", "encoder", "generator", "encode_png")
+
+
+class StageTimer:
+    """Seconds spent per stage, summed; thread-safe."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - start)
+
+    def as_dict(self) -> dict[str, float]:
+        with self._lock:
+            return {stage: round(self.seconds.get(stage, 0.0), 6) for stage in STAGES} | {
+                k: round(v, 6) for k, v in self.seconds.items() if k not in STAGES
+            }
+
+
+class _Fanout:
+    """Times one batch once and credits every caller's timer with it."""
+
+    def __init__(self, timers: Sequence[StageTimer]) -> None:
+        self.timers = list(timers)
+
+    @contextlib.contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            for timer in self.timers:
+                timer.add(stage, elapsed)
+
+
+@dataclasses.dataclass
+class _Work:
+    """One input ready for the models: its features and the noise of each image."""
+
+    features: np.ndarray  # (n_mels, frames)
+    z: np.ndarray  # (K, z_dim)
+    eps: np.ndarray  # (K, ca_dim)
+    label: str
+    timer: StageTimer | None = None
+
+
+def input_label(source: Any, index: int) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"input #{index} (array)"
+
+
+class Pipeline:
+    def __init__(self, bundle: Bundle, backend: Backend, *, batch_size: int = 8,
+                 max_wait_ms: float | None = None) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        if backend.max_batch is not None:
+            batch_size = min(batch_size, backend.max_batch)
+        self.bundle = bundle
+        self.backend = backend
+        self.batch_size = batch_size
+        self._batcher: DynamicBatcher | None = None
+        if max_wait_ms is not None:
+            self._batcher = DynamicBatcher(self._run_batch, max_batch=batch_size, max_wait_ms=max_wait_ms)
+
+    @classmethod
+    def load(cls, bundle: str | os.PathLike | Bundle | None = None, backend: str = "auto", device: str = "auto",
+             *, batch_size: int = 8, max_wait_ms: float | None = None, threads: int = 0,
+             precision: str = "fp32") -> Pipeline:
+        """Open a bundle (None = the default model shipped with the runtime) on a backend.
+
+        `max_wait_ms` turns on the dynamic batcher: requests from concurrent `generate` calls are merged
+        into batches of up to `batch_size` inputs, waiting at most that long for company.
+        `threads` is ONNX Runtime's intra-op thread count (0 = all physical cores).
+        """
+        loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        return cls(
+            loaded,
+            open_backend(loaded, backend, device, threads=threads, precision=precision),
+            batch_size=batch_size,
+            max_wait_ms=max_wait_ms,
+        )
+
+    # -- public API ---------------------------------------------------------------------------------
+
+    def generate(self, inputs: Sequence[AudioInput] | AudioInput, seed: int = 0,
+                 num_images: int = 1) -> list[list[Image.Image]]:
+        """Images for each input: a list (one per input) of `num_images` PIL images.
+
+        An input is a path to an audio file or a 1-D float32 array at 16 kHz. Raises InputError for the
+        first unusable input (before any model runs) and NonFiniteOutput when the model produces NaN/Inf.
+        """
+        if isinstance(inputs, (str, os.PathLike, np.ndarray)):
+            inputs = [inputs]
+        arrays = self.generate_arrays(inputs, seed, num_images)
+        return [[to_pil(image) for image in block] for block in arrays]
+
+    def generate_arrays(self, inputs: Sequence[AudioInput], seed: int = 0, num_images: int = 1,
+                        timer: StageTimer | None = None) -> list[np.ndarray]:
+        """Like `generate`, but raw (K, 3, H, W) float32 arrays in [-1, 1]."""
+        outcomes = self.generate_outcomes(inputs, seed, num_images, timer=timer, fail_fast=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return outcomes
+
+    def generate_outcomes(self, inputs: Sequence[AudioInput], seed: int = 0, num_images: int = 1, *,
+                          timer: StageTimer | None = None, fail_fast: bool = False,
+                          start_index: int = 0) -> list[np.ndarray | S2IError]:
+        """Per input, its (K, 3, H, W) images or the S2IError that stopped it; the others still run.
+
+        With `fail_fast`, the first unusable input raises before any model runs. `start_index` is the
+        position of inputs[0] in the caller's whole list (the noise depends on it), for callers that feed
+        a long list in chunks and want the same pixels as one call.
+        """
+        seed = check_seed(seed)
+        if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
+            raise InputError(f"num_images must be a positive integer, got {num_images!r}")
+        if len(inputs) == 0:
+            raise InputError("no inputs given")
+        dims = self.bundle.dims
+        outcomes: list[Any] = [None] * len(inputs)
+        work: dict[int, _Work] = {}
+        for index, source in enumerate(inputs):
+            label = input_label(source, start_index + index)
+            try:
+                features = self.features(source, label, timer)
+            except InputError as exc:
+                if fail_fast:
+                    raise
+                outcomes[index] = exc
+                continue
+            z, eps = noise_block(seed, start_index + index, int(num_images), dims.z_dim, dims.ca_dim)
+            work[index] = _Work(features, z, eps, label, timer)
+        if work:
+            order = list(work)
+            items = [work[i] for i in order]
+            results = self._batcher.run(items) if self._batcher is not None else self._run_batch(items)
+            for index, result in zip(order, results, strict=True):
+                outcomes[index] = result
+        return outcomes
+
+    def features(self, source: AudioInput, label: str, timer: StageTimer | None = None) -> np.ndarray:
+        """Load one input and compute its log-Mel features (n_mels, frames); InputError if unusable."""
+        from .audio import load_audio  # soxr and friends only when audio is actually read
+
+        spec = self.bundle.frontend
+        # Longest clip whose frame count stays within max_frames (frames = 1 + samples // hop).
+        max_seconds = (spec.max_frames * spec.hop_length - 1) / spec.sample_rate
+        with _measure(timer, "load_audio"):
+            audio = load_audio(source, max_seconds=max_seconds, target_rate=spec.sample_rate, name=label)
+        with _measure(timer, "front_end"):
+            features = self.backend.logmel(audio, spec)
+        if features.shape[1] > spec.max_frames:
+            raise InputError(
+                f"{label}: {features.shape[1]} frames is more than the model's maximum of {spec.max_frames} "
+                f"({max_seconds:.2f} s)"
+            )
+        self.backend.check_frames(features.shape[1], label)
+        return features
+
+    def embed(self, inputs: Sequence[AudioInput]) -> np.ndarray:
+        """Speech embeddings (N, D) of the inputs, in their order."""
+        spec = self.bundle.frontend
+        feats = [self.features(s, input_label(s, i)) for i, s in enumerate(inputs)]
+        out = np.empty((len(feats), self.bundle.dims.embedding_dim), dtype=np.float32)
+        for batch in plan_batches([f.shape[1] for f in feats], self.batch_size, spec.min_frames, spec.max_frames):
+            mel, lengths = pad_features([feats[i] for i in batch.indices], batch.width, spec.pad_value)
+            out[list(batch.indices)] = self.backend.encode(mel, lengths)
+        return out
+
+    def render(self, embeddings: np.ndarray, z: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """Generator on given embeddings and noise rows: (N, 3, H, W) float32; NonFiniteOutput on NaN/Inf."""
+        chunks = [
+            self.backend.generate(embeddings[s : s + self.batch_size], z[s : s + self.batch_size],
+                                  eps[s : s + self.batch_size])
+            for s in range(0, embeddings.shape[0], self.batch_size)
+        ]
+        images = np.concatenate(chunks, axis=0)
+        check_finite(images)
+        return images
+
+    def interpolate(self, source_a: AudioInput, source_b: AudioInput, steps: int = 9,
+                    seed: int = 0) -> list[Image.Image]:
+        """Images along the line between two utterances' embeddings, with the same noise at every step
+        (that of image 0 of input 0 for `seed`), so only the speech changes."""
+        emb_a, emb_b = self.embed([source_a, source_b])
+        line = interpolate(emb_a, emb_b, steps)
+        z, eps = noise_block(seed, 0, 1, self.bundle.dims.z_dim, self.bundle.dims.ca_dim)
+        images = self.render(line, np.repeat(z, steps, axis=0), np.repeat(eps, steps, axis=0))
+        return [to_pil(image) for image in images]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "bundle": str(Path(self.bundle.path).resolve()),
+            **self.backend.describe(),
+            "batch_size": self.batch_size,
+            "dynamic_batching": self._batcher is not None,
+        }
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
+        self.backend.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the models, on any mix of inputs ------------------------------------------------------------
+
+    def _run_batch(self, items: list[_Work]) -> list[np.ndarray | S2IError]:
+        spec = self.bundle.frontend
+        results: list[Any] = [None] * len(items)
+        for batch in plan_batches([w.features.shape[1] for w in items], self.batch_size,
+                                  spec.min_frames, spec.max_frames):
+            chosen = [items[i] for i in batch.indices]
+            mel, lengths = pad_features([w.features for w in chosen], batch.width, spec.pad_value)
+            counts = np.array([w.z.shape[0] for w in chosen], dtype=np.int64)
+            z = np.concatenate([w.z for w in chosen])
+            eps = np.concatenate([w.eps for w in chosen])
+            timers = {id(w.timer): w.timer for w in chosen if w.timer is not None}
+            images = self.backend.encode_generate(
+                mel, lengths, z, eps, counts, self.batch_size, _Fanout(list(timers.values()))
+            )
+            starts = np.concatenate([[0], np.cumsum(counts)])
+            for slot, work, start, stop in zip(batch.indices, chosen, starts[:-1], starts[1:], strict=True):
+                block = images[start:stop]
+                try:
+                    check_finite(block, f"{work.label}: generator output")
+                except NonFiniteOutput as exc:
+                    results[slot] = exc
+                    continue
+                results[slot] = block
+        return results
+
+
+def _measure(timer: StageTimer | None, stage: str):
+    return timer.measure(stage) if timer is not None else contextlib.nullcontext()

@@ -1,0 +1,216 @@
+"""The run directory (what training writes and export reads) and its module checkpoints.
+
+```
+RUN/
+  config.toml                        full training config (written by the training loop)
+  judge.safetensors + judge.json     teacher.safetensors + teacher.json
+  encoder.safetensors + encoder.json
+  generator.safetensors + generator.json   (the EMA generator)
+  state/training.pt                  optimiser / EMA / RNG / data-order state for --resume
+  metrics.jsonl  eval.json  samples/
+```
+
+Each module is `<name>.safetensors` (weights only) plus `<name>.json`:
+`{"format": 1, "arch": ..., "config": {...dataclass fields...}, "summary": {...}, "parameters": N,
+"sha256": <of the .safetensors>}`. The JSON carries everything needed to rebuild the module, so a
+checkpoint loads without the training config. No pickle anywhere: safetensors for weights; the resume
+state goes through `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from s2i_runtime.bundle import sha256_file
+from s2i_runtime.errors import InputError
+from s2i_runtime.fsutil import atomic_path, atomic_write_text
+
+from .models.configutil import config_to_dict
+
+CHECKPOINT_FORMAT = 1
+ENCODER = "encoder"
+GENERATOR = "generator"
+TEACHER = "teacher"
+JUDGE = "judge"
+STATE_DIR = "state"
+TRAINING_STATE_FILE = "training.pt"
+
+Builder = Callable[[dict[str, Any]], nn.Module]
+
+
+def weights_path(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / f"{name}.safetensors"
+
+
+def meta_path(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / f"{name}.json"
+
+
+def has_module(run_dir: str | Path, name: str) -> bool:
+    return weights_path(run_dir, name).is_file() and meta_path(run_dir, name).is_file()
+
+
+def module_arch(module: nn.Module, config: Any) -> str:
+    """A module's architecture name: the config's `arch` field, else the module class's `arch`."""
+    arch = getattr(config, "arch", None) or getattr(module, "arch", None)
+    if not isinstance(arch, str):
+        raise ValueError(f"cannot tell the architecture of {type(module).__name__}: give arch=")
+    return arch
+
+
+def save_module(
+    run_dir: str | Path,
+    name: str,
+    module: nn.Module,
+    config: Any,
+    summary: dict[str, Any] | None = None,
+    arch: str | None = None,
+) -> Path:
+    """Write `<name>.safetensors` then `<name>.json`, each atomically. Returns the weights path.
+
+    `config` is the module's config dataclass; configs with `resolved()` are stored resolved, so "auto"
+    settings never change meaning later."""
+    if hasattr(config, "resolved"):
+        config = config.resolved()
+    arch = arch or module_arch(module, config)
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()}
+    target = weights_path(run_dir, name)
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata={"arch": arch, "name": name})
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "config": config_to_dict(config),
+        "summary": dict(summary or {}),
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "sha256": sha256_file(target),
+    }
+    atomic_write_text(meta_path(run_dir, name), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return target
+
+
+def read_meta(run_dir: str | Path, name: str) -> dict[str, Any]:
+    path = meta_path(run_dir, name)
+    if not path.is_file():
+        raise InputError(f"{run_dir}: no {name} checkpoint ({path.name} missing)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable checkpoint metadata ({exc})") from None
+    if not isinstance(meta, dict) or "arch" not in meta or "config" not in meta:
+        raise InputError(f"{path}: not a checkpoint description (needs 'arch' and 'config')")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: checkpoint format {meta.get('format')!r} is not supported")
+    return meta
+
+
+def load_state(run_dir: str | Path, name: str, verify: bool = True) -> dict[str, torch.Tensor]:
+    """The weights of `<name>.safetensors` (CPU tensors), checked against the hash in `<name>.json`."""
+    meta = read_meta(run_dir, name)
+    path = weights_path(run_dir, name)
+    if not path.is_file():
+        raise InputError(f"{run_dir}: no {name} weights ({path.name} missing)")
+    if verify and meta.get("sha256") and sha256_file(path) != meta["sha256"]:
+        raise InputError(f"{path}: does not match the sha256 in {meta_path(run_dir, name).name}")
+    return load_file(str(path), device="cpu")
+
+
+def load_module(run_dir: str | Path, name: str, builder: Builder | None = None) -> nn.Module:
+    """Rebuild `<name>` from its JSON and load its weights; returned in eval mode on the CPU.
+
+    `builder(config_dict) -> nn.Module` overrides the registry of known architectures."""
+    meta = read_meta(run_dir, name)
+    if builder is None:
+        builder = builder_for(meta["arch"])
+    module = builder(meta["config"])
+    state = load_state(run_dir, name)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"{weights_path(run_dir, name)}: weights do not fit {meta['arch']} ({exc})") from None
+    return module.eval()
+
+
+def load_speech_encoder(run_dir: str | Path) -> nn.Module:
+    return load_module(run_dir, ENCODER)
+
+
+def load_generator(run_dir: str | Path) -> nn.Module:
+    """The EMA generator saved as `generator`."""
+    return load_module(run_dir, GENERATOR)
+
+
+def load_teacher(run_dir: str | Path) -> nn.Module:
+    return load_module(run_dir, TEACHER)
+
+
+def load_judge(run_dir: str | Path) -> nn.Module:
+    return load_module(run_dir, JUDGE)
+
+
+def load_config(run_dir: str | Path, name: str) -> Any:
+    """The config dataclass stored with `<name>` (without loading weights)."""
+    meta = read_meta(run_dir, name)
+    config_class, _ = _registry()[_known(meta["arch"])]
+    return config_class.from_dict(meta["config"])
+
+
+def builder_for(arch: str) -> Builder:
+    config_class, build = _registry()[_known(arch)]
+    return lambda config: build(config_class.from_dict(config))
+
+
+def _known(arch: str) -> str:
+    registry = _registry()
+    if arch not in registry:
+        raise InputError(f"unknown architecture {arch!r} (known: {', '.join(sorted(registry))})")
+    return arch
+
+
+def _registry() -> dict[str, tuple[Any, Callable[[Any], nn.Module]]]:
+    from .models import discriminator, generator, image_encoders, speech_encoder
+
+    entries: dict[str, tuple[Any, Callable[[Any], nn.Module]]] = {
+        arch: (speech_encoder.SpeechEncoderConfig, speech_encoder.build_speech_encoder) for arch in speech_encoder.ARCHS
+    }
+    entries[generator.ARCH] = (generator.GeneratorConfig, generator.build_generator)
+    entries[discriminator.ARCH] = (discriminator.DiscriminatorConfig, discriminator.build_discriminator)
+    entries[image_encoders.TEACHER_ARCH] = (image_encoders.ShapesTeacherConfig, image_encoders.ShapesTeacher)
+    entries[image_encoders.JUDGE_ARCH] = (image_encoders.JudgeConfig, image_encoders.Judge)
+    return entries
+
+
+def save_training_state(run_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Resume state (optimiser/EMA/scheduler state dicts, RNG states as tensors, data order as lists or
+    tensors, step counters) -> state/training.pt, atomically. Keep to tensors, numbers, strings, lists
+    and dicts: it is read back with weights_only=True, which refuses anything else (numpy arrays included)."""
+    target = Path(run_dir) / STATE_DIR / TRAINING_STATE_FILE
+    with atomic_path(target) as tmp:
+        torch.save(state, tmp)
+    return target
+
+
+def load_training_state(run_dir: str | Path) -> dict[str, Any] | None:
+    """The saved resume state, or None when there is none."""
+    path = Path(run_dir) / STATE_DIR / TRAINING_STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which, do not unpickle further
+        raise InputError(f"{path}: unreadable training state ({exc})") from None
+
+
+def config_summary(config: Any) -> dict[str, Any]:
+    """A config as a plain dict (for summaries and logs)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return config_to_dict(config)
+    return dict(config)

@@ -1,0 +1,69 @@
+"""Caption text for Spoken-Shapes: templates and synonyms. Text is for speech synthesis, humans and
+evaluation only; no model reads it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Every template names size, colour and shape; some also name the background.
+TEMPLATES: tuple[str, ...] = (
+    "{a} {size} {colour} {shape} on {a_bg} {background} background",
+    "{a} {size} {colour} {shape}",
+    "there is {a} {size} {colour} {shape} on {a_bg} {background} background",
+    "this picture shows {a} {size} {colour} {shape}",
+    "{a} {size} {shape} coloured {colour}",
+    "I see {a} {size} {colour} {shape} in front of {a_bg} {background} background",
+    "{a_colour} {colour} {shape}, quite {size}, on {a_bg} {background} background",
+    "{a_bg} {background} background with {a} {size} {colour} {shape}",
+    "draw {a} {size} {colour} {shape}",
+    "one {size} {colour} {shape} against {a_bg} {background} backdrop",
+    "it is {a} {size} {colour} {shape}",
+    "a picture of {a} {size} {colour} {shape} on {background} grey",
+)
+
+SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
+COLOUR_WORDS: dict[str, tuple[str, ...]] = {
+    "red": ("red",),
+    "orange": ("orange",),
+    "yellow": ("yellow",),
+    "green": ("green",),
+    "cyan": ("cyan", "turquoise"),
+    "blue": ("blue",),
+    "purple": ("purple", "violet"),
+    "pink": ("pink",),
+}
+SHAPE_WORDS: dict[str, tuple[str, ...]] = {
+    "circle": ("circle", "disc"),
+    "square": ("square",),
+    "triangle": ("triangle",),
+    "star": ("star",),
+    "diamond": ("diamond", "rhombus"),
+    "cross": ("cross", "plus sign"),
+    "heart": ("heart",),
+    "hexagon": ("hexagon",),
+}
+BACKGROUND_WORDS: dict[str, tuple[str, ...]] = {"light": ("light", "pale", "bright"), "dark": ("dark", "dim")}
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def make_caption(rng: np.random.Generator, colour: str, shape: str, size: str, background: str) -> tuple[str, int]:
+    """A random caption for these attributes, and the index of the template used."""
+    template_index = int(rng.integers(len(TEMPLATES)))
+
+    def pick(options: tuple[str, ...]) -> str:
+        return options[int(rng.integers(len(options)))]
+
+    words = {
+        "size": pick(SIZE_WORDS[size]),
+        "colour": pick(COLOUR_WORDS[colour]),
+        "shape": pick(SHAPE_WORDS[shape]),
+        "background": pick(BACKGROUND_WORDS[background]),
+    }
+    words["a"] = article(words["size"])
+    words["a_bg"] = article(words["background"])
+    words["a_colour"] = article(words["colour"]).capitalize()
+    text = TEMPLATES[template_index].format(**words)
+    return text[0].upper() + text[1:], template_index

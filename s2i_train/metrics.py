@@ -1,0 +1,85 @@
+"""Figures for evaluation, as plain functions of arrays: retrieval mAP / R@1, Fréchet distance,
+Inception-style score, pairwise diversity. Used by `s2i_train.eval` with the judge's features."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def retrieval_scores(
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
+    exclude_self: bool = False,
+) -> dict[str, float]:
+    """Cosine retrieval by class: mean average precision and recall@1 (the top hit has the query's class).
+
+    `exclude_self` drops the diagonal when queries and gallery are the same set (speech→speech)."""
+    q = _l2_normalise(queries)
+    g = _l2_normalise(gallery)
+    sims = q @ g.T
+    if exclude_self:
+        np.fill_diagonal(sims, -np.inf)
+    query_labels = np.asarray(query_labels)
+    gallery_labels = np.asarray(gallery_labels)
+    aps, top1 = [], []
+    for i in range(len(q)):
+        order = np.argsort(-sims[i], kind="stable")
+        if exclude_self:
+            order = order[order != i]
+        relevant = gallery_labels[order] == query_labels[i]
+        hits = np.cumsum(relevant)
+        if hits[-1] == 0:
+            continue
+        precision_at_hit = hits[relevant] / (np.flatnonzero(relevant) + 1)
+        aps.append(precision_at_hit.mean())
+        top1.append(float(relevant[0]))
+    return {"mAP": float(np.mean(aps)) if aps else 0.0, "R@1": float(np.mean(top1)) if top1 else 0.0}
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (FID's formula)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a = np.cov(a, rowvar=False)
+    cov_b = np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(cov_a @ cov_b)
+    if not np.isfinite(covmean).all():
+        # Near-singular product: regularise both covariances slightly, as the reference FID code does.
+        eye = np.eye(len(cov_a)) * 1e-6
+        covmean = linalg.sqrtm((cov_a + eye) @ (cov_b + eye))
+    covmean = np.real(covmean)
+    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean)
+    return float(max(value, 0.0))
+
+
+def inception_style_score(probs: np.ndarray, splits: int = 1) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) over rows of class probabilities; mean and std over splits."""
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    scores = []
+    for part in np.array_split(probs, max(1, splits)):
+        if len(part) == 0:
+            continue
+        marginal = part.mean(0, keepdims=True)
+        kl = (part * (np.log(part) - np.log(marginal))).sum(1)
+        scores.append(float(np.exp(kl.mean())))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def mean_pairwise_distance(groups: list[np.ndarray]) -> float:
+    """Mean Euclidean distance between all pairs inside each group, averaged over groups with ≥ 2 rows."""
+    values = []
+    for g in groups:
+        g = np.asarray(g, dtype=np.float64)
+        if len(g) < 2:
+            continue
+        diff = g[:, None, :] - g[None, :, :]
+        dist = np.sqrt((diff**2).sum(-1))
+        iu = np.triu_indices(len(g), 1)
+        values.append(dist[iu].mean())
+    return float(np.mean(values)) if values else 0.0

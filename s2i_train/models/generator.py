@@ -1,0 +1,202 @@
+"""StackGAN-v2 generator conditioned on a speech embedding (PAPER-NOTES "Generator").
+
+Conditioning augmentation (Linear -> GLU -> mu, logvar; c = mu + exp(logvar/2) * eps), stage 1 from
+concat(z, c) to 4x4 and four up-blocks to 64x64, then per extra branch: joint conditioning with tiled c,
+residual blocks and an up-block (128, 256). Each branch ends in conv3x3 -> 3 channels -> tanh.
+
+All randomness (z and eps) is an input: forward never samples, so the exported graph is deterministic and
+the runtime's seeded numpy draws give the same image on every backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configutil import config_from_dict, config_to_dict
+
+ARCH = "stackgan-v2"
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """Generator settings. Defaults are the CPU-sized model of CALIBRATION.md (one 64x64 branch, ~3.2 M
+    parameters); the paper's is ngf 64, init_mult 16, branches 3 (64/128/256)."""
+
+    embedding_dim: int = 1024
+    z_dim: int = 100
+    ca_dim: int = 128
+    ngf: int = 32  # StackGAN-v2's GF_DIM
+    init_mult: int = 8  # stage-1 width at 4x4 = init_mult * ngf (paper: 16)
+    branches: int = 1  # 1, 2 or 3 -> images of 64, 128, 256
+    residual_blocks: int = 2
+
+    def __post_init__(self) -> None:
+        if self.branches not in (1, 2, 3):
+            raise ValueError(f"branches must be 1, 2 or 3, got {self.branches}")
+        if self.init_mult * self.ngf % 16 or self.init_mult * self.ngf < 32:
+            raise ValueError("init_mult * ngf must be a multiple of 16 and at least 32 (four halvings)")
+        for name in ("embedding_dim", "z_dim", "ca_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def image_sizes(self) -> tuple[int, ...]:
+        return tuple(64 * 2**i for i in range(self.branches))
+
+    @property
+    def stage1_channels(self) -> int:
+        return self.init_mult * self.ngf
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GeneratorConfig:
+        return config_from_dict(cls, data)
+
+
+class GeneratorOutput(NamedTuple):
+    images: list[torch.Tensor]  # one (B, 3, s, s) per branch, smallest first, in [-1, 1]
+    mu: torch.Tensor  # (B, ca_dim)
+    logvar: torch.Tensor  # (B, ca_dim)
+
+
+class GLU(nn.Module):
+    """Gated linear unit over channels: first half * sigmoid(second half)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.glu(x, dim=1)
+
+
+def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+
+
+def up_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """Nearest x2, conv3x3, BN, GLU."""
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"), _conv3x3(in_ch, out_ch * 2), nn.BatchNorm2d(out_ch * 2), GLU()
+    )
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv3x3(channels, channels * 2),
+            nn.BatchNorm2d(channels * 2),
+            GLU(),
+            _conv3x3(channels, channels),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ConditioningAugmentation(nn.Module):
+    """Linear(embedding -> 4*ca) -> GLU -> (mu, logvar); c = mu + exp(logvar / 2) * eps."""
+
+    def __init__(self, embedding_dim: int, ca_dim: int) -> None:
+        super().__init__()
+        self.ca_dim = ca_dim
+        self.fc = nn.Linear(embedding_dim, ca_dim * 4)
+        self.glu = GLU()
+
+    def forward(self, embedding: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self.glu(self.fc(embedding))
+        mu, logvar = hidden[:, : self.ca_dim], hidden[:, self.ca_dim :]
+        return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
+
+
+class _InitStage(nn.Module):
+    """concat(z, c) -> 4x4 x width -> four up-blocks -> 64x64 x width/16."""
+
+    def __init__(self, in_dim: int, width: int) -> None:
+        super().__init__()
+        self.width = width
+        self.fc = nn.Sequential(nn.Linear(in_dim, width * 16 * 2, bias=False), nn.BatchNorm1d(width * 16 * 2), GLU())
+        self.ups = nn.Sequential(
+            up_block(width, width // 2),
+            up_block(width // 2, width // 4),
+            up_block(width // 4, width // 8),
+            up_block(width // 8, width // 16),
+        )
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.ups(self.fc(code).view(-1, self.width, 4, 4))
+
+
+class _NextStage(nn.Module):
+    """Joint conditioning (features + tiled c), residual blocks, up-block: doubles the resolution."""
+
+    def __init__(self, channels: int, ca_dim: int, residual_blocks: int) -> None:
+        super().__init__()
+        self.joint = nn.Sequential(_conv3x3(channels + ca_dim, channels * 2), nn.BatchNorm2d(channels * 2), GLU())
+        self.residual = nn.Sequential(*[ResidualBlock(channels) for _ in range(residual_blocks)])
+        self.up = up_block(channels, channels // 2)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        tiled = c[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+        return self.up(self.residual(self.joint(torch.cat([h, tiled], dim=1))))
+
+
+def _to_image(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(channels, 3, 3, padding=1, bias=False), nn.Tanh())
+
+
+class Generator(nn.Module):
+    """forward(embedding (B, D), z (B, z_dim), eps (B, ca_dim)) -> GeneratorOutput."""
+
+    arch = ARCH
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.ca = ConditioningAugmentation(config.embedding_dim, config.ca_dim)
+        width = config.stage1_channels
+        self.init_stage = _InitStage(config.z_dim + config.ca_dim, width)
+        channels = width // 16
+        self.next_stages = nn.ModuleList()
+        self.to_images = nn.ModuleList([_to_image(channels)])
+        for _ in range(config.branches - 1):
+            self.next_stages.append(_NextStage(channels, config.ca_dim, config.residual_blocks))
+            channels //= 2
+            self.to_images.append(_to_image(channels))
+
+    def forward(self, embedding: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> GeneratorOutput:
+        c, mu, logvar = self.ca(embedding, eps)
+        h = self.init_stage(torch.cat([z, c], dim=1))
+        images = [self.to_images[0](h)]
+        for stage, to_image in zip(self.next_stages, self.to_images[1:], strict=True):
+            h = stage(h, c)
+            images.append(to_image(h))
+        return GeneratorOutput(images, mu, logvar)
+
+    def sample_inputs(
+        self, batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, eps), both standard normal: what training feeds forward."""
+        z = torch.randn(batch, self.config.z_dim, generator=generator, device=device)
+        eps = torch.randn(batch, self.config.ca_dim, generator=generator, device=device)
+        return z, eps
+
+
+class ExportableGenerator(nn.Module):
+    """What goes into generator.onnx: (embedding, z, eps) -> the last branch's image (B, 3, H, W) in [-1, 1]."""
+
+    def __init__(self, generator: Generator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, embedding: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return self.generator(embedding, z, eps).images[-1]
+
+
+def build_generator(config: GeneratorConfig) -> Generator:
+    return Generator(config)

@@ -1,0 +1,241 @@
+"""Speech encoders: log-Mel features (B, n_mels, T) + lengths -> one embedding per utterance.
+
+Two architectures (PAPER-NOTES "Speech encoders"):
+- "cnn-rnn" (Li et al.): per-band input BN, a conv over all mel bands, strided 1-D convs with BN/ReLU and
+  two max-pools (time shrinks 64x), a bidirectional RNN, mean over valid steps. No L2 normalisation.
+- "s2igan" (Wang et al.): two Conv1d k6 s2 + BN, 2-layer BiGRU, self-attention pooling, L2-normalised.
+
+Both differ from the reference code where it was broken: lengths are carried and everything beyond them is
+masked (padding never changes an embedding), the backward RNN direction starts at each utterance's own last
+step (sequences are reversed inside their lengths with a gather, no pack_padded_sequence), batch size 1
+works, and the whole forward traces into ONNX with dynamic batch and time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2i_runtime.frontend import FrontendSpec
+
+from .configutil import config_from_dict, config_to_dict
+from .masking import (
+    MaskedBatchNorm1d,
+    conv_out_lengths,
+    masked_mean,
+    masked_softmax,
+    reverse_within_lengths,
+    time_mask,
+)
+
+ARCHS = ("cnn-rnn", "s2igan")
+RNNS = ("gru", "lstm")
+
+# Li et al.'s conv stack as (kind, out-channel index, kernel, stride): kind "conv" or "pool".
+_CNN_RNN_LAYERS = (
+    ("conv", 0, 1, 1),  # the (40, 1) kernel over all mel bands = a 1x1 Conv1d over the band channels
+    ("conv", 1, 3, 1),
+    ("pool", None, 3, 2),
+    ("conv", 2, 17, 2),
+    ("conv", 3, 13, 2),
+    ("conv", 4, 3, 1),
+    ("conv", 5, 9, 2),
+    ("pool", None, 3, 2),
+    ("conv", 6, 3, 1),
+    ("conv", 7, 5, 2),
+)
+_DEFAULT_CHANNELS = {
+    "cnn-rnn": (64, 64, 128, 256, 256, 512, 512, 1024),
+    "s2igan": (64, 128),
+}
+_DEFAULT_RNN = {"cnn-rnn": ("lstm", 1), "s2igan": ("gru", 2)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechEncoderConfig:
+    """Settings of a speech encoder. "auto"/0/() mean the chosen architecture's paper value."""
+
+    arch: str = "cnn-rnn"
+    n_mels: int = 40
+    embedding_dim: int = 1024
+    rnn: str = "auto"  # "gru" | "lstm" | "auto" (cnn-rnn: lstm, s2igan: gru)
+    hidden: int = 512  # per direction; a Linear projects 2*hidden to embedding_dim when they differ
+    rnn_layers: int = 0  # 0 = auto (cnn-rnn: 1, s2igan: 2)
+    conv_channels: tuple[int, ...] = ()  # () = paper widths; cnn-rnn takes 8 values, s2igan 2
+    attention_dim: int = 128  # s2igan self-attention pooling
+    normalize: str = "auto"  # "l2" | "none" | "auto" (cnn-rnn: none, s2igan: l2)
+    pad_value: float = FrontendSpec().pad_value  # feature value of padding (the dB floor)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"speech encoder arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.rnn not in RNNS + ("auto",):
+            raise ValueError(f"rnn must be 'gru', 'lstm' or 'auto', got {self.rnn!r}")
+        if self.normalize not in ("l2", "none", "auto"):
+            raise ValueError(f"normalize must be 'l2', 'none' or 'auto', got {self.normalize!r}")
+        expected = len(_DEFAULT_CHANNELS[self.arch])
+        if self.conv_channels and len(self.conv_channels) != expected:
+            raise ValueError(f"{self.arch} takes {expected} conv_channels, got {len(self.conv_channels)}")
+        for name in ("n_mels", "embedding_dim", "hidden", "attention_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.rnn_layers < 0:
+            raise ValueError("rnn_layers must be >= 0 (0 = the architecture's default)")
+
+    def resolved(self) -> SpeechEncoderConfig:
+        """The same config with every "auto" replaced by its concrete value (what checkpoints store)."""
+        rnn, layers = _DEFAULT_RNN[self.arch]
+        return dataclasses.replace(
+            self,
+            rnn=rnn if self.rnn == "auto" else self.rnn,
+            rnn_layers=self.rnn_layers or layers,
+            conv_channels=tuple(self.conv_channels) or _DEFAULT_CHANNELS[self.arch],
+            normalize=("l2" if self.arch == "s2igan" else "none") if self.normalize == "auto" else self.normalize,
+        )
+
+    @property
+    def time_reduction(self) -> int:
+        return 64 if self.arch == "cnn-rnn" else 4
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SpeechEncoderConfig:
+        return config_from_dict(cls, data)
+
+
+class _ConvBlock(nn.Module):
+    """Conv1d (no bias) + masked BN (+ ReLU); outputs beyond the new valid length are set to 0."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, relu: bool) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, (kernel - 1) // 2
+        self.conv = nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=self.padding, bias=False)
+        self.norm = MaskedBatchNorm1d(out_ch)
+        self.relu = relu
+        nn.init.normal_(self.conv.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv(x)
+        lengths = conv_out_lengths(lengths, self.kernel, self.stride, self.padding)
+        mask = time_mask(x, lengths)
+        x = self.norm(x, mask)
+        if self.relu:
+            x = F.relu(x)
+        return x * mask.to(x.dtype), lengths
+
+
+class _MaxPoolBlock(nn.Module):
+    """Max-pool over time. Inputs are post-ReLU (>= 0) with zeros beyond the valid length, so a window
+    reaching into padding sees the same maximum as one reaching past the tensor's edge."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, (kernel - 1) // 2
+        self.pool = nn.MaxPool1d(kernel, stride=stride, padding=self.padding)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool(x)
+        lengths = conv_out_lengths(lengths, self.kernel, self.stride, self.padding)
+        return x * time_mask(x, lengths).to(x.dtype), lengths
+
+
+class BiRNN(nn.Module):
+    """Stacked bidirectional GRU/LSTM over (B, T, C) without packing.
+
+    The backward direction is a forward-direction RNN run on each sequence reversed within its own
+    length, then reversed back: it starts at the last valid step, so padding never leaks in."""
+
+    def __init__(self, kind: str, input_size: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        rnn_class = nn.GRU if kind == "gru" else nn.LSTM
+        self.kind, self.hidden = kind, hidden
+        self.forward_rnns = nn.ModuleList()
+        self.backward_rnns = nn.ModuleList()
+        for layer in range(layers):
+            size = input_size if layer == 0 else 2 * hidden
+            self.forward_rnns.append(rnn_class(size, hidden, batch_first=True))
+            self.backward_rnns.append(rnn_class(size, hidden, batch_first=True))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = time_mask(x.transpose(1, 2), lengths).transpose(1, 2).to(x.dtype)  # (B, T, 1)
+        # Explicit zero initial states shaped from the input: without them the ONNX exporter bakes the
+        # example batch size into the RNN's state and warns that other batch sizes may fail.
+        zeros = torch.zeros_like(x[:, 0, :1]).expand(-1, self.hidden)[None].contiguous()
+        state = zeros if self.kind == "gru" else (zeros, zeros)
+        for forward_rnn, backward_rnn in zip(self.forward_rnns, self.backward_rnns, strict=True):
+            ahead, _ = forward_rnn(x, state)
+            behind, _ = backward_rnn(reverse_within_lengths(x, lengths), state)
+            x = torch.cat([ahead, reverse_within_lengths(behind, lengths)], dim=2) * valid
+        return x
+
+
+class SpeechEncoder(nn.Module):
+    """forward(mel (B, n_mels, T) float32, lengths (B,) int64 frames) -> (B, embedding_dim)."""
+
+    def __init__(self, config: SpeechEncoderConfig) -> None:
+        super().__init__()
+        self.config = config = config.resolved()
+        channels = config.conv_channels
+        self.input_norm = MaskedBatchNorm1d(config.n_mels)
+        blocks: list[nn.Module] = []
+        if config.arch == "cnn-rnn":
+            in_ch = config.n_mels
+            for kind, index, kernel, stride in _CNN_RNN_LAYERS:
+                if kind == "pool":
+                    blocks.append(_MaxPoolBlock(kernel, stride))
+                else:
+                    blocks.append(_ConvBlock(in_ch, channels[index], kernel, stride, relu=True))
+                    in_ch = channels[index]
+        else:
+            blocks.append(_ConvBlock(config.n_mels, channels[0], 6, 2, relu=False))
+            blocks.append(_ConvBlock(channels[0], channels[1], 6, 2, relu=False))
+        self.convs = nn.ModuleList(blocks)
+        self.rnn = BiRNN(config.rnn, channels[-1], config.hidden, config.rnn_layers)
+        width = 2 * config.hidden
+        if config.arch == "s2igan":
+            self.attention = nn.Sequential(
+                nn.Linear(width, config.attention_dim), nn.Tanh(), nn.Linear(config.attention_dim, width)
+            )
+        else:
+            self.attention = None
+        self.projection = nn.Linear(width, config.embedding_dim) if width != config.embedding_dim else None
+
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # A length beyond the tensor means "all of it"; read T from the tensor so the graph stays dynamic.
+        frames = torch.ones_like(mel[:, 0, :], dtype=torch.int64).sum(dim=1)
+        lengths = torch.minimum(lengths.to(torch.int64), frames).clamp(min=1)
+        # Frames beyond a length count as silence whatever the caller padded with.
+        mask = time_mask(mel, lengths)
+        x = torch.where(mask, mel, torch.full_like(mel, self.config.pad_value))
+        x = self.input_norm(x, mask) * mask.to(x.dtype)
+        for block in self.convs:
+            x, lengths = block(x, lengths)
+        steps = self.rnn(x.transpose(1, 2), lengths)  # (B, T', 2*hidden)
+        valid = time_mask(x, lengths).transpose(1, 2)  # (B, T', 1)
+        if self.attention is None:
+            pooled = masked_mean(steps, valid, dim=1)
+        else:
+            # One softmax over time per feature (S2IGAN), restricted to valid steps.
+            weights = masked_softmax(self.attention(steps), valid, dim=1)
+            pooled = (weights * steps).sum(dim=1)
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        if self.config.normalize == "l2":
+            pooled = F.normalize(pooled, dim=1, eps=1e-12)
+        return pooled
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Number of RNN steps each utterance gets (>= 1)."""
+        lengths = lengths.to(torch.int64).clamp(min=1)
+        for block in self.convs:
+            lengths = conv_out_lengths(lengths, block.kernel, block.stride, block.padding)
+        return lengths
+
+
+def build_speech_encoder(config: SpeechEncoderConfig) -> SpeechEncoder:
+    return SpeechEncoder(config)

@@ -1,0 +1,185 @@
+"""Spoken-Shapes held in memory for fast CPU training: every image of a split at the sizes needed
+(uint8) and every caption's log-Mel features, read once from the layout of DESIGN §5
+(`captions.jsonl`, `images/`, `audio/`) and cached in the run directory (safetensors, keyed by the
+dataset's and front end's fingerprints).
+
+The training loops index these banks with `StepSampler` indices; the models never see the text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from s2i_runtime.audio import load_audio
+from s2i_runtime.errors import InputError
+from s2i_runtime.frontend import FrontendSpec, logmel
+from s2i_runtime.fsutil import atomic_path
+
+ATTRIBUTES = ("colour", "shape", "size", "background")
+CACHE_DIR = "cache"
+
+
+def read_records(root: str | Path) -> list[dict]:
+    path = Path(root) / "captions.jsonl"
+    if not path.is_file():
+        raise InputError(f"{root}: not a Spoken-Shapes dataset (no captions.jsonl); make one with "
+                         "`s2i-train data shapes --out DIR`")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: not JSON ({exc})") from None
+    return records
+
+
+def _fingerprint(root: Path, extra: str) -> str:
+    digest = hashlib.sha256((root / "captions.jsonl").read_bytes())
+    digest.update(extra.encode())
+    return digest.hexdigest()[:16]
+
+
+def _cached(run_dir: Path | None, name: str, build) -> dict[str, torch.Tensor]:
+    if run_dir is None:
+        return build()
+    path = run_dir / CACHE_DIR / f"{name}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(str(path))
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+    tensors = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    return tensors
+
+
+@dataclass
+class ImageBank:
+    """One row per image of a split: pixels per size (uint8, N x 3 x s x s) and integer labels."""
+
+    keys: list[str]
+    pixels: dict[int, torch.Tensor]
+    attributes: torch.Tensor  # (N, 4) long: colour, shape, size, background
+    class_ids: torch.Tensor  # (N,) long, the (colour, shape) class 0..63
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def images(self, indices, size: int) -> torch.Tensor:
+        """Float images in [-1, 1], (B, 3, size, size)."""
+        return self.pixels[size][torch.as_tensor(indices)].float().div_(127.5).sub_(1.0)
+
+    def wrong_indices(self, indices, generator: torch.Generator | None = None) -> torch.Tensor:
+        """For each index, a random image of a different class (StackGAN's mismatched real images)."""
+        indices = torch.as_tensor(indices)
+        n = len(self.keys)
+        picks = torch.randint(0, n, (len(indices),), generator=generator)
+        for _ in range(32):  # redraw the few that hit the same class; 63 of 64 classes differ
+            same = self.class_ids[picks] == self.class_ids[indices]
+            if not same.any():
+                break
+            picks[same] = torch.randint(0, n, (int(same.sum()),), generator=generator)
+        return picks
+
+
+@dataclass
+class CaptionBank:
+    """One row per spoken caption of a split: features stored ragged (frames concatenated), lengths, and
+    what the caption describes."""
+
+    frames: torch.Tensor  # (sum of lengths, n_mels) float32: every caption's features, one after another
+    offsets: torch.Tensor  # (N,) long, first row of each caption in `frames`
+    lengths: torch.Tensor  # (N,) long, frames
+    image_index: torch.Tensor  # (N,) long, row in the split's ImageBank
+    attributes: torch.Tensor  # (N, 4) long
+    class_ids: torch.Tensor  # (N,) long
+    records: list[dict]  # the captions.jsonl rows (text, voice, ...), for evaluation and humans
+    pad_value: float
+    min_frames: int
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mel (B, n_mels, T) float32 padded with the pad value to the longest in the batch and at least
+        min_frames; lengths (B,) long)."""
+        indices = torch.as_tensor(indices).reshape(-1)
+        lengths = self.lengths[indices]
+        frames = max(int(lengths.max()), self.min_frames)
+        mel = torch.full((len(indices), self.frames.shape[1], frames), self.pad_value)
+        for row, (index, length) in enumerate(zip(indices.tolist(), lengths.tolist(), strict=True)):
+            start = int(self.offsets[index])
+            mel[row, :, :length] = self.frames[start : start + length].T
+        return mel, lengths.clone()
+
+
+def load_image_bank(root: str | Path, split: str, sizes: tuple[int, ...], run_dir: Path | None = None) -> ImageBank:
+    root = Path(root)
+    records = [r for r in read_records(root) if r["split"] == split and r["caption_index"] == 0]
+    if not records:
+        raise InputError(f"{root}: no {split} images")
+    keys = [r["key"] for r in records]
+    attributes = torch.tensor([[r["attributes"][a] for a in ATTRIBUTES] for r in records], dtype=torch.long)
+    class_ids = torch.tensor([r["class_id"] for r in records], dtype=torch.long)
+    pixels = {}
+    for size in sizes:
+
+        def build(size=size):
+            out = np.empty((len(records), 3, size, size), dtype=np.uint8)
+            for i, record in enumerate(records):
+                with Image.open(root / record["image"]) as image:
+                    image = image.convert("RGB")
+                    if image.size != (size, size):
+                        image = image.resize((size, size), Image.Resampling.LANCZOS)
+                    out[i] = np.asarray(image).transpose(2, 0, 1)
+            return {"pixels": torch.from_numpy(out)}
+
+        name = f"images-{split}-{size}-{_fingerprint(root, str(size))}"
+        pixels[size] = _cached(run_dir, name, build)["pixels"]
+    return ImageBank(keys, pixels, attributes, class_ids)
+
+
+def load_caption_bank(
+    root: str | Path, split: str, images: ImageBank, spec: FrontendSpec = FrontendSpec(),
+    run_dir: Path | None = None,
+) -> CaptionBank:
+    root = Path(root)
+    records = [r for r in read_records(root) if r["split"] == split]
+    if not records:
+        raise InputError(f"{root}: no {split} captions")
+    row_of = {key: i for i, key in enumerate(images.keys)}
+
+    def build():
+        feats = []
+        for record in records:
+            audio = load_audio(root / record["audio"], max_seconds=spec.max_frames * spec.hop_length
+                               / spec.sample_rate)
+            feats.append(logmel(audio, spec))
+        lengths = torch.tensor([f.shape[1] for f in feats], dtype=torch.long)
+        frames = torch.from_numpy(np.concatenate([f.T for f in feats], axis=0).astype(np.float32))
+        return {"frames": frames, "lengths": lengths}
+
+    name = f"mels-{split}-{_fingerprint(root, spec.to_json())}"
+    cached = _cached(run_dir, name, build)
+    try:
+        image_index = torch.tensor([row_of[r["key"]] for r in records], dtype=torch.long)
+    except KeyError as exc:
+        raise InputError(f"{root}: caption of unknown image {exc}") from None
+    attributes = torch.tensor([[r["attributes"][a] for a in ATTRIBUTES] for r in records], dtype=torch.long)
+    class_ids = torch.tensor([r["class_id"] for r in records], dtype=torch.long)
+    lengths = cached["lengths"]
+    offsets = torch.cumsum(lengths, 0) - lengths
+    return CaptionBank(cached["frames"], offsets, lengths, image_index, attributes, class_ids, records,
+                       spec.pad_value, spec.min_frames)

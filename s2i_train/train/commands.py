@@ -1,0 +1,106 @@
+"""Typer layers for `s2i-train judge|teacher|encoder|generator|eval`, over `runner.train_stage` and
+`s2i_train.eval.evaluate`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from s2i_runtime.cliutil import fail
+
+# `--run-dir` too: under torchrun, `--run` is an ambiguous prefix of torchrun's own --run-path.
+RUN_HELP = "Run directory (created if needed; all stages of one model share it). Alias --run-dir."
+DataOption = typer.Option(None, "--data", help="Spoken-Shapes directory (default: the run's data.root).")
+ConfigOption = typer.Option(
+    None, "--config", help="TOML config file, or a built-in name (shapes64, tiny); default: RUN/config.toml."
+)
+SetOption = typer.Option(None, "--set", help="Override one field, e.g. --set generator.steps=500 (repeatable).")
+ResumeOption = typer.Option(False, "--resume", help="Continue exactly from the stage's last checkpoint.")
+JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+
+
+def _config_path(config: Optional[str]) -> Optional[Path]:  # noqa: UP045
+    if config is None:
+        return None
+    path = Path(config)
+    if path.is_file() or path.suffix == ".toml":
+        return path
+    from .config import builtin_config_path
+
+    return builtin_config_path(config)
+
+
+def _train(stage: str, run: Path, data, config, overrides, resume: bool, json_output: bool) -> None:
+    from .runner import train_stage
+
+    result = train_stage(stage, run, data=data, config_path=_config_path(config), overrides=list(overrides or []),
+                         resume=resume, progress=not json_output)
+    figures = {
+        "stage": stage,
+        "run": str(run),
+        "start_step": result.start_step,
+        "end_step": result.end_step,
+        "interrupted": result.interrupted,
+        "seconds": round(result.seconds, 2),
+        "seconds_per_step": round(result.seconds_per_step, 4),
+        "last": result.last_metrics,
+    }
+    if int(os.environ.get("RANK", "0")) != 0:
+        pass  # under torchrun rank 0 reports for all (the process group is gone by now)
+    elif json_output:
+        typer.echo(json.dumps(figures, sort_keys=True))
+    else:
+        typer.echo(f"{stage}: steps {result.start_step}->{result.end_step} in {result.seconds:.1f} s "
+                   f"({result.seconds_per_step:.3f} s/step), saved in {run}")
+    if result.interrupted:
+        raise fail(f"{stage} interrupted at step {result.end_step}; state saved, continue with --resume", 130)
+
+
+def _stage_command(stage: str):
+    def command(
+        run: Path = typer.Option(..., "--run", "--run-dir", help=RUN_HELP),
+        data: Optional[Path] = DataOption,  # noqa: UP045
+        config: Optional[str] = ConfigOption,  # noqa: UP045
+        overrides: Optional[list[str]] = SetOption,  # noqa: UP045
+        resume: bool = ResumeOption,
+        json_output: bool = JsonOption,
+    ) -> None:
+        _train(stage, run, data, config, overrides, resume, json_output)
+
+    return command
+
+
+def register_train_commands(app: typer.Typer) -> None:
+    for stage, help_text in (
+        ("judge", "Train the evaluation judge (colour/shape/size/background reader) on real images."),
+        ("teacher", "Train the image teacher on training-class images (colour-decorrelated heads)."),
+        ("encoder", "Train the speech encoder (teacher-student, classifier or SEN objective)."),
+        ("generator", "Train the StackGAN-v2 generator on the frozen encoder's embeddings."),
+    ):
+        app.command(name=stage, help=help_text)(_stage_command(stage))
+
+    @app.command(name="eval")
+    def eval_command(
+        run: Path = typer.Option(..., "--run", help="Trained run directory."),
+        data: Optional[Path] = DataOption,  # noqa: UP045
+        images_per_caption: Optional[int] = typer.Option(None, "--images-per-caption", min=2),  # noqa: UP045
+        max_captions: Optional[int] = typer.Option(None, "--max-captions", min=0,  # noqa: UP045
+                                                   help="Evaluate at most this many test captions (0 = all)."),
+        grid: Optional[Path] = typer.Option(None, "--grid", help="Grid PNG path (default RUN/eval_grid.png)."),  # noqa: UP045
+        seed: int = typer.Option(0, "--seed"),
+        json_output: bool = JsonOption,
+    ) -> None:
+        """Evaluate a run on the test split: retrieval, judge accuracies, judge-FID/IS, diversity, grid."""
+        from ..eval import evaluate, summary_lines
+
+        result = evaluate(data, run, images_per_caption=images_per_caption, max_captions=max_captions,
+                          grid_path=grid, seed=seed, progress=not json_output)
+        if json_output:
+            typer.echo(json.dumps(result, sort_keys=True))
+        else:
+            for line in summary_lines(result):
+                typer.echo(line)

@@ -1,0 +1,57 @@
+"""Pieces the stages share: attribute vocabularies, label plumbing, attribute losses with accuracies."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import losses
+from ..data import vocabulary
+from .banks import ATTRIBUTES
+
+ATTRIBUTE_CLASSES = {
+    "colour": len(vocabulary.COLOURS),
+    "shape": len(vocabulary.SHAPES),
+    "size": len(vocabulary.SIZES),
+    "background": len(vocabulary.BACKGROUNDS),
+}
+# What a caption always names (some templates leave the background out).
+SPOKEN_ATTRIBUTES = ("colour", "shape", "size")
+
+# Training classes as 0..47 for class heads that never see the held-out 16.
+TRAIN_CLASS_INDEX = {c.class_id: i for i, c in enumerate(vocabulary.TRAIN_CLASSES)}
+
+
+def train_class_targets(class_ids: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([TRAIN_CLASS_INDEX[int(c)] for c in class_ids], dtype=torch.long)
+
+
+def attribute_labels(labels: torch.Tensor, names: tuple[str, ...], keep: torch.Tensor | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """(B, 4) labels in ATTRIBUTES order -> {name: (B,)}; rows where `keep` is False get -100 (ignored)."""
+    out = {}
+    for name in names:
+        target = labels[:, ATTRIBUTES.index(name)]
+        if keep is not None:
+            target = torch.where(keep, target, torch.full_like(target, -100))
+        out[name] = target
+    return out
+
+
+def attribute_loss(
+    logits: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    names: tuple[str, ...],
+    keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """`losses.attribute_loss` over `names` (labels (B, 4) in ATTRIBUTES order), and accuracies to log.
+
+    `keep` (B,) bool selects which rows count (e.g. no colour loss on colour-scrambled images)."""
+    targets = attribute_labels(labels, names, keep)
+    total = losses.attribute_loss({n: logits[n] for n in names}, targets)
+    accs = {}
+    with torch.no_grad():
+        for name in names:
+            valid = targets[name] != -100
+            hit = (logits[name].argmax(1) == targets[name]) & valid
+            accs[f"acc_{name}"] = float(hit.sum() / valid.sum().clamp(min=1))
+    return total, accs

@@ -1,0 +1,270 @@
+"""Training configuration: dataclasses that round-trip through TOML.
+
+One `TrainConfig` holds every stage (judge, teacher, encoder, generator, eval); each command reads its own
+section. A run directory keeps the full config it was trained with (`RUN/config.toml`), so `--resume` and
+evaluation need no other arguments. `--set section.field=value` overrides single fields from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import tomllib
+
+from s2i_runtime.errors import InputError
+from s2i_runtime.fsutil import atomic_write_text
+
+from ..models import GeneratorConfig, SpeechEncoderConfig
+
+CONFIG_FILE = "config.toml"
+
+
+@dataclasses.dataclass
+class DataConfig:
+    root: str = ""  # Spoken-Shapes directory (s2i-train data shapes --out DIR); --data overrides it
+    num_workers: int = 0
+
+
+@dataclasses.dataclass
+class RunConfig:
+    seed: int = 0
+    log_every: int = 10  # steps between metrics.jsonl lines
+    checkpoint_every: int = 200  # steps between checkpoints (and always at the end)
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+
+
+@dataclasses.dataclass
+class JudgeConfig:
+    """The evaluation judge (DESIGN §5): a CNN reading colour/shape/size, trained on real images only.
+
+    It trains on the training classes and on part of each held-out class's real images: it is a measuring
+    instrument, never part of the model, and reading unseen combinations reliably is its whole job. The
+    rest of the held-out images measure its own accuracy."""
+
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    image_size: int = 64
+    width: int = 16
+    # Share of each test class's images the judge never trains on; its accuracy is reported on them.
+    holdout_fraction: float = 0.5
+
+
+@dataclasses.dataclass
+class TeacherConfig:
+    """The frozen image teacher (stand-in for Li et al.'s ImageNet GoogLeNet), trained on training classes."""
+
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    image_size: int = 64
+    width: int = 32  # its feature size is the speech encoder's embedding_dim (encoder.model.embedding_dim)
+    # CALIBRATION.md: shape/size/background heads see colour-swapped or greyed copies of half of each batch,
+    # so the teacher cannot read shape off colour (and hand that entanglement to the speech encoder).
+    decorrelate_colour: bool = True
+    scramble_fraction: float = 0.5
+
+
+@dataclasses.dataclass
+class EncoderTrainConfig:
+    objective: str = "teacher_student"  # teacher_student | classifier | sen
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3  # Li et al.
+    weight_decay: float = 1e-5  # Li et al.
+    lr_decay_every: int = 0  # steps between ×0.5 decays; 0 = constant
+    lambda_norm: float = 5.0
+    lambda_kd: float = 1000.0  # the distillation temperature is losses.KD_TEMPERATURE (2)
+    model: SpeechEncoderConfig = dataclasses.field(default_factory=SpeechEncoderConfig)
+
+
+@dataclasses.dataclass
+class GeneratorTrainConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    kl_weight: float = 2.0
+    ema_decay: float = 0.999
+    ndf: int = 32
+    # Semantic-consistency switches (CALIBRATION.md: without them shape stays at chance).
+    d_attribute_heads: bool = True
+    d_attribute_weight: float = 1.0
+    teacher_consistency: bool = True
+    teacher_consistency_weight: float = 1.0
+    # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
+    # asked to keep their images apart. 0 = off (the default model trained without it).
+    mode_seeking_weight: float = 0.0
+    sample_every: int = 0  # extra sample grids in RUN/samples/ every N steps; 0 = at checkpoints only
+    model: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    images_per_caption: int = 4  # z samples per test utterance (diversity, grid)
+    max_captions: int = 0  # 0 = every test utterance
+    batch_size: int = 64
+    grid_rows: int = 8
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+    teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
+    encoder: EncoderTrainConfig = dataclasses.field(default_factory=EncoderTrainConfig)
+    generator: GeneratorTrainConfig = dataclasses.field(default_factory=GeneratorTrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+# ---------------------------------------------------------------- dataclass <-> plain data
+
+
+def to_plain(obj: Any) -> Any:
+    """A dataclass tree as TOML-ready dicts, lists and scalars (tuples become lists, None is dropped)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for field in dataclasses.fields(obj):
+            value = to_plain(getattr(obj, field.name))
+            if value is not None:
+                out[field.name] = value
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _strip_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    tp = _strip_optional(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: expected a table, got {value!r}")
+        return from_plain(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise InputError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+        inner = args[0] if args else Any
+        items = [_coerce(inner, v, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise InputError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_plain(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass `cls` from plain data; unknown keys are errors (a typo must not pass silently)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.field=value` overrides (values in TOML syntax; bare words are strings)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {item!r}: expected KEY=VALUE, e.g. generator.steps=100")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"--set {item!r}: {part} is not a table")
+        node[parts[-1]] = _parse_value(raw.strip())
+    return data
+
+
+# ---------------------------------------------------------------- files
+
+
+def config_to_toml(config: TrainConfig) -> str:
+    return tomli_w.dumps(to_plain(config))
+
+
+def config_from_toml(text: str, where: str = "config") -> TrainConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{where}: not valid TOML ({exc})") from None
+    return from_plain(TrainConfig, data, where)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The defaults, updated by the TOML file at `path` (if any), then by `overrides`."""
+    data: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise InputError(f"{path}: cannot read config ({exc})") from None
+    apply_overrides(data, list(overrides or []))
+    return from_plain(TrainConfig, data, where)
+
+
+def save_config(run_dir: str | Path, config: TrainConfig) -> Path:
+    path = Path(run_dir) / CONFIG_FILE
+    atomic_write_text(path, config_to_toml(config))
+    return path
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(f"{run_dir}: no {CONFIG_FILE} (not a training run directory)")
+    return load_config(path)
+
+
+def builtin_config_path(name: str) -> Path:
+    """A config shipped in s2i_train/configs/ (e.g. "shapes64")."""
+    path = Path(__file__).resolve().parent.parent / "configs" / f"{name}.toml"
+    if not path.is_file():
+        raise InputError(f"no built-in config named {name!r}")
+    return path

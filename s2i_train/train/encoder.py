@@ -1,0 +1,147 @@
+"""Train the speech encoder on the training captions.
+
+Objectives (config `encoder.objective`):
+- "teacher_student" (Li et al., default): match the frozen image teacher's features of the caption's
+  image — JEL + λ_norm·L1 + λ_KD·KD.
+- "classifier" (Li et al.'s ablation baseline): a linear class head on the embedding, cross-entropy.
+- "sen" (S2IGAN's speech-embedding network): matching loss against the image side plus a shared
+  classifier on both embeddings (distinctive loss). The image side is the frozen teacher's features.
+The teacher's features of every training image are computed once: it is frozen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import losses
+from ..checkpoint import ENCODER, load_teacher, save_module
+from ..data import vocabulary
+from ..models import build_speech_encoder
+from . import distributed
+from .banks import load_caption_bank, load_image_bank
+from .common import train_class_targets
+from .config import TrainConfig
+from .loop import StepSampler
+
+OBJECTIVES = ("teacher_student", "classifier", "sen")
+
+
+@torch.no_grad()
+def teacher_features(teacher: nn.Module, images, size: int, batch_size: int = 256) -> torch.Tensor:
+    """The frozen teacher's features of every image in an ImageBank, (N, D)."""
+    teacher.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(images)))
+        out.append(teacher(images.images(rows, size)).features)
+    return torch.cat(out)
+
+
+class EncoderWithHead(nn.Module):
+    """The speech encoder and, for the classifier and SEN objectives, a class head shared by the speech and
+    image embeddings: one module, so one forward and one backward per step (what DDP expects)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module | None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, mel, lengths, image_features=None):
+        embedding = self.encoder(mel, lengths)
+        if self.head is None:
+            return embedding, None, None
+        image_logits = None if image_features is None else self.head(image_features)
+        return embedding, self.head(embedding), image_logits
+
+
+class EncoderStage:
+    name = ENCODER
+
+    def __init__(self, config: TrainConfig, run_dir: Path):
+        self.config = config
+        self.cfg = cfg = config.encoder
+        if cfg.objective not in OBJECTIVES:
+            from s2i_runtime.errors import InputError
+
+            raise InputError(f"encoder.objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+        self.run_dir = run_dir
+        root = config.data.root
+        images = None
+        self.targets = None
+        if cfg.objective in ("teacher_student", "sen"):
+            teacher = load_teacher(run_dir)
+            size = teacher.config.image_size
+            images = load_image_bank(root, "train", (size,), run_dir)
+            self.targets = teacher_features(teacher, images, size)
+        else:
+            images = load_image_bank(root, "train", (config.teacher.image_size,), run_dir)
+        self.captions = load_caption_bank(root, "train", images, run_dir=run_dir)
+        self.class_targets = train_class_targets(self.captions.class_ids)
+        torch.manual_seed(config.run.seed)
+        self.model_config = cfg.model
+        self.model = build_speech_encoder(self.model_config)
+        dim = self.model.config.embedding_dim
+        if self.targets is not None and self.targets.shape[1] != dim:
+            raise ValueError(f"teacher features are {self.targets.shape[1]}-d, the encoder's embedding {dim}-d")
+        self.head = None
+        if cfg.objective in ("classifier", "sen"):
+            self.head = nn.Linear(dim, len(vocabulary.TRAIN_CLASSES))
+        self.trainable = EncoderWithHead(self.model, self.head)
+        distributed.broadcast_module(self.trainable)
+        self.trained = distributed.wrap(self.trainable)
+        self.opt = torch.optim.Adam(self.trainable.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sampler = StepSampler(len(self.captions), cfg.batch_size, config.run.seed,
+                                   distributed.rank(), distributed.world_size())
+
+    def _lr(self, step: int) -> float:
+        if self.cfg.lr_decay_every <= 0:
+            return self.cfg.lr
+        return self.cfg.lr * 0.5 ** (step // self.cfg.lr_decay_every)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        idx = torch.tensor(self.sampler.indices(step))
+        mel, lengths = self.captions.batch(idx)
+        classes = self.captions.class_ids[idx]
+        for group in self.opt.param_groups:
+            group["lr"] = self._lr(step)
+        self.trainable.train()
+        target = self.targets[self.captions.image_index[idx]] if self.targets is not None else None
+        student, speech_logits, image_logits = self.trained(mel, lengths, target)
+        figures: dict[str, float] = {}
+        if self.cfg.objective == "teacher_student":
+            loss, parts = losses.teacher_student_loss(
+                student, target, classes, l1_weight=self.cfg.lambda_norm, kd_weight=self.cfg.lambda_kd
+            )
+            figures.update(parts)
+        elif self.cfg.objective == "classifier":
+            loss = losses.classifier_loss(speech_logits, self.class_targets[idx])
+            figures["acc"] = float((speech_logits.argmax(1) == self.class_targets[idx]).float().mean())
+        else:
+            # losses.s2igan_speech_loss, spelled out: the shared head runs inside the (DDP) module.
+            matching = losses.matching_loss(student, target, classes)
+            distinctive = losses.distinctive_loss(speech_logits, image_logits, self.class_targets[idx])
+            loss = matching + distinctive
+            figures.update(matching=matching.item(), distinctive=distinctive.item())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item(), **{k: float(v) for k, v in figures.items()}}
+
+    def synced_modules(self) -> list:
+        """Modules every rank must hold identically (checked at the end of a multi-process run)."""
+        return [self.trainable]
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.trainable.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state(self, tree: dict[str, Any]) -> None:
+        self.trainable.load_state_dict(tree["model"])
+        self.opt.load_state_dict(tree["opt"])
+
+    def save_outputs(self, step: int) -> None:
+        summary = {"step": step, "objective": self.cfg.objective, "captions": len(self.captions)}
+        save_module(self.run_dir, ENCODER, self.model.eval(), self.model_config, summary)

@@ -1,0 +1,204 @@
+"""Train the StackGAN-v2 generator on the frozen speech encoder's embeddings of the training captions.
+
+Per step: D learns real/cond, real/uncond, wrong (a real image of another class with this caption's
+condition), fake; G learns to fool every scale's D, plus 2·KL of the conditioning augmentation; G's EMA
+is what gets saved. Semantic-consistency switches (CALIBRATION.md: without them shape stays at chance):
+`d_attribute_heads` (AC-GAN: D reads colour/shape/size/background on real images; G is asked for the
+caption's colour/shape/size on fakes) and `teacher_consistency` (the frozen teacher's attribute heads
+read the fakes). The encoder is frozen, so every caption's embedding is computed once up front.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import losses
+from ..checkpoint import GENERATOR, load_speech_encoder, load_teacher, save_module
+from ..models import EMA, build_discriminators, build_generator, freeze
+from . import distributed
+from .banks import ATTRIBUTES, CaptionBank, load_caption_bank, load_image_bank
+from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_labels, attribute_loss
+from .config import TrainConfig
+from .loop import StepSampler
+
+SAMPLES_DIR = "samples"
+
+
+@torch.no_grad()
+def caption_embeddings(encoder: nn.Module, captions: CaptionBank, batch_size: int = 128) -> torch.Tensor:
+    """The frozen encoder's embedding of every caption, (N, D), batched by similar length."""
+    encoder.eval()
+    order = torch.argsort(captions.lengths)
+    out = torch.empty(len(captions), encoder.config.embedding_dim)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        mel, lengths = captions.batch(rows)
+        out[rows] = encoder(mel, lengths)
+    return out
+
+
+class GeneratorStage:
+    name = GENERATOR
+
+    def __init__(self, config: TrainConfig, run_dir: Path):
+        self.config = config
+        self.cfg = cfg = config.generator
+        self.run_dir = run_dir
+        encoder = load_speech_encoder(run_dir)
+        self.model_config = replace(cfg.model, embedding_dim=encoder.config.embedding_dim)
+        self.sizes = self.model_config.image_sizes
+        root = config.data.root
+        self.images = load_image_bank(root, "train", self.sizes, run_dir)
+        self.captions = load_caption_bank(root, "train", self.images, run_dir=run_dir)
+        self.embeddings = caption_embeddings(encoder, self.captions)
+        del encoder
+        self.teacher = freeze(load_teacher(run_dir)) if cfg.teacher_consistency else None
+        torch.manual_seed(config.run.seed)
+        self.generator = build_generator(self.model_config)
+        heads = dict(ATTRIBUTE_CLASSES) if cfg.d_attribute_heads else None
+        self.discriminators = build_discriminators(self.sizes, ndf=cfg.ndf, condition_dim=self.model_config.ca_dim,
+                                                   attributes=heads)
+        distributed.broadcast_module(self.generator)
+        distributed.broadcast_module(self.discriminators)
+        self.ema = EMA(self.generator, decay=cfg.ema_decay)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+        self.opt_d = [torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
+                      for d in self.discriminators]
+        self.sampler = StepSampler(len(self.captions), cfg.batch_size, config.run.seed,
+                                   distributed.rank(), distributed.world_size())
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        idx = torch.tensor(self.sampler.indices(step))
+        half = len(idx) // 2
+        if cfg.mode_seeking_weight > 0 and half:
+            idx[half : 2 * half] = idx[:half]  # pairs (i, i + half) share a caption, not z
+        rows = self.captions.image_index[idx]
+        wrong_rows = self.images.wrong_indices(rows)
+        embedding = self.embeddings[idx]
+        labels = self.captions.attributes[idx]
+        real_labels = self.images.attributes[rows]
+        z, eps = self.generator.sample_inputs(len(idx))
+        self.generator.train()
+        self.discriminators.train()
+        out = self.generator(embedding, z, eps)
+        mu = out.mu.detach()
+        figures: dict[str, float] = {}
+
+        # Discriminators, one per scale.
+        for i, (size, disc, opt) in enumerate(zip(self.sizes, self.discriminators, self.opt_d, strict=True)):
+            real = self.images.images(rows, size)
+            wrong = self.images.images(wrong_rows, size)
+            real_out = disc(real, mu)
+            wrong_out = disc(wrong, mu)
+            fake_out = disc(out.images[i].detach(), mu)
+            d_loss, _ = losses.discriminator_loss(real_out, fake_out, wrong_out)
+            if cfg.d_attribute_heads:
+                attr, accs = attribute_loss(real_out.attribute_logits, real_labels, ATTRIBUTES)
+                d_loss = d_loss + cfg.d_attribute_weight * attr
+                figures[f"d{size}_attr"] = attr.item()
+            opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            distributed.average_gradients(disc)
+            opt.step()
+            figures[f"d{size}"] = d_loss.item()
+
+        # Generator.
+        g_loss = torch.zeros(())
+        for i, disc in enumerate(self.discriminators):
+            fake_out = disc(out.images[i], out.mu)
+            g_loss = g_loss + losses.generator_adversarial_loss(fake_out)
+            if cfg.d_attribute_heads:
+                attr, _ = attribute_loss(fake_out.attribute_logits, labels, SPOKEN_ATTRIBUTES)
+                g_loss = g_loss + cfg.d_attribute_weight * attr
+                figures["g_d_attr"] = attr.item()
+        if cfg.mode_seeking_weight > 0 and half:
+            image_gap = (out.images[-1][:half] - out.images[-1][half : 2 * half]).abs().mean(dim=(1, 2, 3))
+            z_gap = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
+            mode_seeking = 1.0 / ((image_gap / z_gap).mean() + 1e-5)
+            g_loss = g_loss + cfg.mode_seeking_weight * mode_seeking
+            figures["mode_seeking"] = mode_seeking.item()
+        kl = losses.kl_loss(out.mu, out.logvar)
+        g_loss = g_loss + cfg.kl_weight * kl
+        if self.teacher is not None:
+            read = self.teacher(out.images[-1])
+            consistency = losses.teacher_consistency_loss(
+                read.attribute_logits, attribute_labels(labels, SPOKEN_ATTRIBUTES))
+            accs = {f"acc_{n}": float((read.attribute_logits[n].argmax(1) == t).float().mean())
+                    for n, t in attribute_labels(labels, SPOKEN_ATTRIBUTES).items()}
+            g_loss = g_loss + cfg.teacher_consistency_weight * consistency
+            figures["g_teacher"] = consistency.item()
+            figures.update({f"teacher_{k}": v for k, v in accs.items()})
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        distributed.average_gradients(self.generator)
+        self.opt_g.step()
+        self.ema.update(self.generator)
+        if cfg.sample_every and (step + 1) % cfg.sample_every == 0 and distributed.is_main():
+            self.save_samples(step + 1)
+        figures["g"] = g_loss.item()
+        figures["kl"] = kl.item()
+        return figures
+
+    # ------------------------------------------------------------------ state and outputs
+
+    def synced_modules(self) -> list:
+        """Modules every rank must hold identically (checked at the end of a multi-process run)."""
+        return [self.generator, self.discriminators]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminators": self.discriminators.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": [opt.state_dict() for opt in self.opt_d],
+        }
+
+    def load_state(self, tree: dict[str, Any]) -> None:
+        self.generator.load_state_dict(tree["generator"])
+        self.discriminators.load_state_dict(tree["discriminators"])
+        self.ema.load_state_dict(tree["ema"])
+        self.opt_g.load_state_dict(tree["opt_g"])
+        for opt, state in zip(self.opt_d, tree["opt_d"], strict=True):
+            opt.load_state_dict(state)
+
+    def save_outputs(self, step: int) -> None:
+        summary = {
+            "step": step,
+            "ema_decay": self.cfg.ema_decay,
+            "ema_updates": self.ema.updates,
+            "d_attribute_heads": self.cfg.d_attribute_heads,
+            "teacher_consistency": self.cfg.teacher_consistency,
+            "captions": len(self.captions),
+        }
+        save_module(self.run_dir, GENERATOR, self.ema.module, self.model_config, summary)
+        self.save_samples(step)
+
+    @torch.no_grad()
+    def save_samples(self, step: int, rows: int = 8, columns: int = 6) -> None:
+        """A grid of EMA samples for a fixed set of training captions and fixed noise."""
+        from ..eval import image_grid
+
+        gen = torch.Generator().manual_seed(1234)
+        picks = torch.randperm(len(self.captions), generator=gen)[:rows]
+        z = torch.randn(rows * columns, self.model_config.z_dim, generator=gen)
+        eps = torch.randn(rows * columns, self.model_config.ca_dim, generator=gen)
+        emb = self.embeddings[picks].repeat_interleave(columns, 0)
+        self.ema.module.eval()
+        images = self.ema.module(emb, z, eps).images[-1]
+        real = self.images.images(self.captions.image_index[picks], self.sizes[-1])
+        grid = image_grid(real, images.view(rows, columns, *images.shape[1:]))
+        path = self.run_dir / SAMPLES_DIR / f"step-{step:08d}.png"
+        from s2i_runtime.fsutil import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            grid.save(tmp, format="PNG")

@@ -1,0 +1,100 @@
+"""Train the judge (DESIGN §5): a CNN that reads colour, shape, size and background from real images only.
+
+It learns from the training classes and from part of every held-out class (it is an evaluation instrument,
+not part of the model); `judge_holdout` names the held-out images it never sees, on which its own
+accuracy is reported by `s2i-train eval`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from s2i_runtime.errors import InputError
+
+from ..checkpoint import JUDGE, save_module
+from ..models import Judge, JudgeConfig
+from . import distributed
+from .banks import ATTRIBUTES, ImageBank, load_image_bank
+from .common import ATTRIBUTE_CLASSES, attribute_loss
+from .config import TrainConfig
+from .loop import StepSampler
+
+
+def judge_holdout(bank: ImageBank, fraction: float) -> torch.Tensor:
+    """(N,) bool: the last `fraction` of each class's images in key order (keys are zero-padded), kept from
+    the judge."""
+    holdout = torch.zeros(len(bank), dtype=torch.bool)
+    for cls in bank.class_ids.unique():
+        rows = sorted(torch.nonzero(bank.class_ids == cls).flatten().tolist(), key=lambda i: bank.keys[i])
+        keep = len(rows) - int(round(len(rows) * fraction))
+        holdout[rows[keep:]] = True
+    return holdout
+
+
+def augment(images: torch.Tensor) -> torch.Tensor:
+    """Mirror half the batch and add a little noise: nothing that changes colour, shape or size, and enough
+    that the judge does not hang on pixel-exact rendering (generated images are never pixel-exact)."""
+    flip = torch.rand(images.shape[0]) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    noise = torch.randn_like(images) * (torch.rand(images.shape[0], 1, 1, 1) * 0.08)
+    return (images + noise).clamp(-1.0, 1.0)
+
+
+class JudgeStage:
+    name = JUDGE
+
+    def __init__(self, config: TrainConfig, run_dir: Path):
+        self.config = config
+        self.cfg = config.judge
+        self.run_dir = run_dir
+        root = config.data.root
+        size = self.cfg.image_size
+        train = load_image_bank(root, "train", (size,), run_dir)
+        test = load_image_bank(root, "test", (size,), run_dir)
+        seen = ~judge_holdout(test, self.cfg.holdout_fraction)
+        self.pixels = torch.cat([train.pixels[size], test.pixels[size][seen]])
+        self.labels = torch.cat([train.attributes, test.attributes[seen]])
+        self.model_config = JudgeConfig(width=self.cfg.width, image_size=size, attributes=dict(ATTRIBUTE_CLASSES))
+        self.model = Judge(self.model_config)
+        distributed.broadcast_module(self.model)
+        self.trained = distributed.wrap(self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=self.cfg.lr, total_steps=self.cfg.steps,
+                                                         pct_start=0.15)
+        self.sampler = StepSampler(len(self.pixels), self.cfg.batch_size, config.run.seed,
+                                   distributed.rank(), distributed.world_size())
+
+    def train_step(self, step: int) -> dict[str, float]:
+        idx = torch.tensor(self.sampler.indices(step))
+        images = augment(self.pixels[idx].float().div_(127.5).sub_(1.0))
+        self.model.train()
+        logits = self.trained(images)
+        loss, accs = attribute_loss(logits, self.labels[idx], ATTRIBUTES)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return {"loss": loss.item(), **accs}
+
+    def synced_modules(self) -> list:
+        """Modules every rank must hold identically (checked at the end of a multi-process run)."""
+        return [self.model]
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state(self, tree: dict[str, Any]) -> None:
+        saved_total = tree["sched"].get("total_steps")
+        if saved_total is not None and int(saved_total) != self.cfg.steps:
+            raise InputError(f"{self.name}: the one-cycle schedule was laid out for {saved_total} steps; "
+                             f"resume with {self.name}.steps={saved_total} or start afresh")
+        self.model.load_state_dict(tree["model"])
+        self.opt.load_state_dict(tree["opt"])
+        self.sched.load_state_dict(tree["sched"])
+
+    def save_outputs(self, step: int) -> None:
+        summary = {"step": step, "images": len(self.pixels), "holdout_fraction": self.cfg.holdout_fraction}
+        save_module(self.run_dir, JUDGE, self.model.eval(), self.model_config, summary)

@@ -1,0 +1,112 @@
+"""What the `s2i-train judge|teacher|encoder|generator` commands do: settle the config, build the stage,
+run the shared loop. The CLI is a thin layer over `train_stage`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from s2i_runtime.errors import InputError
+
+from . import distributed
+from .config import CONFIG_FILE, TrainConfig, load_config, save_config
+from .loop import LoopResult, LoopSettings, run_stage
+from .state import latest_step
+
+STAGES = ("judge", "teacher", "encoder", "generator")
+
+
+def resolve_config(
+    run_dir: Path, config_path: str | Path | None, overrides: list[str], data: str | Path | None
+) -> TrainConfig:
+    """--config wins, else the run's own config.toml, else the defaults; then --set and --data."""
+    run_config = run_dir / CONFIG_FILE
+    if config_path is None and run_config.is_file():
+        config_path = run_config
+    config = load_config(config_path, overrides)
+    if data is None and not config.data.root and run_config.is_file():
+        data = load_config(run_config).data.root or None  # a new config for a run that knows its data
+    if data is not None:
+        config = replace(config, data=replace(config.data, root=str(Path(data).resolve())))
+    if not config.data.root:
+        raise InputError("no dataset: pass --data DIR (or set data.root in the config)")
+    if not Path(config.data.root).is_dir():
+        raise InputError(f"{config.data.root}: dataset directory does not exist")
+    return config
+
+
+def build_stage(name: str, config: TrainConfig, run_dir: Path):
+    if name == "judge":
+        from .judge import JudgeStage
+
+        return JudgeStage(config, run_dir)
+    if name == "teacher":
+        from .teacher import TeacherStage
+
+        return TeacherStage(config, run_dir)
+    if name == "encoder":
+        from .encoder import EncoderStage
+
+        return EncoderStage(config, run_dir)
+    if name == "generator":
+        from .generator import GeneratorStage
+
+        return GeneratorStage(config, run_dir)
+    raise InputError(f"unknown stage {name!r} (one of {', '.join(STAGES)})")
+
+
+def stage_steps(config: TrainConfig, name: str) -> int:
+    return int(getattr(config, name).steps)
+
+
+def train_stage(
+    name: str,
+    run_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> LoopResult:
+    """Train one stage into `run_dir` (creating it), resuming its last checkpoint when `resume`."""
+    run_dir = Path(run_dir)
+    distributed.init()
+    try:
+        config = resolve_config(run_dir, config_path, list(overrides or []), data)
+        if resume and latest_step(run_dir, name) is None:
+            raise InputError(f"{run_dir}: no saved {name} state to resume from (drop --resume to start)")
+        if not resume and latest_step(run_dir, name) is not None and distributed.is_main():
+            # A fresh start must not silently continue from, or mix with, an earlier run of the stage.
+            import shutil
+
+            shutil.rmtree(run_dir / "state" / name, ignore_errors=True)
+        if config.run.threads > 0:
+            torch.set_num_threads(config.run.threads)
+        if distributed.is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(run_dir, config)
+        distributed.barrier()
+        torch.manual_seed(config.run.seed)  # model initialisation: identical on every rank
+        stage = build_stage(name, config, run_dir)
+        settings = LoopSettings(
+            steps=stage_steps(config, name),
+            log_every=config.run.log_every,
+            checkpoint_every=config.run.checkpoint_every,
+            resume=resume,
+            progress=progress,
+            seed=config.run.seed,
+        )
+        began = time.perf_counter()
+        result = run_stage(stage, run_dir, settings)
+        if hasattr(stage, "finish") and not result.interrupted:
+            stage.finish(result)
+        result.seconds = time.perf_counter() - began
+        # Leave together: a rank tearing down gloo while its peer still talks to it can abort the process.
+        distributed.barrier()
+        return result
+    finally:
+        distributed.shutdown()

@@ -1,0 +1,100 @@
+"""Train the image teacher on training-class images, then it is frozen: its features teach the speech
+encoder, its attribute heads check the generator.
+
+CALIBRATION.md: a plainly trained teacher learns which colour goes with which shape and reads held-out
+combinations badly, and would hand that entanglement to the speech encoder. So half of each batch is
+colour-scrambled (RGB permuted or greyed) and those images train only the colour-free heads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from s2i_runtime.errors import InputError
+
+from ..checkpoint import TEACHER, save_module
+from ..data import vocabulary
+from ..models import ShapesTeacher, ShapesTeacherConfig, colour_scrambled
+from . import distributed
+from .banks import load_image_bank
+from .common import ATTRIBUTE_CLASSES, attribute_loss, train_class_targets
+from .config import TrainConfig
+from .judge import augment
+from .loop import StepSampler
+
+COLOUR_FREE = ("shape", "size", "background")
+
+
+class TeacherStage:
+    name = TEACHER
+
+    def __init__(self, config: TrainConfig, run_dir: Path):
+        self.config = config
+        self.cfg = config.teacher
+        self.run_dir = run_dir
+        size = self.cfg.image_size
+        bank = load_image_bank(config.data.root, "train", (size,), run_dir)
+        self.pixels = bank.pixels[size]
+        self.labels = bank.attributes
+        self.class_targets = train_class_targets(bank.class_ids)
+        self.model_config = ShapesTeacherConfig(
+            feature_dim=config.encoder.model.embedding_dim,
+            width=self.cfg.width,
+            image_size=size,
+            num_classes=len(vocabulary.TRAIN_CLASSES),
+            attributes=dict(ATTRIBUTE_CLASSES),
+        )
+        self.model = ShapesTeacher(self.model_config)
+        distributed.broadcast_module(self.model)
+        self.trained = distributed.wrap(self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=self.cfg.lr, total_steps=self.cfg.steps,
+                                                         pct_start=0.15)
+        self.sampler = StepSampler(len(self.pixels), self.cfg.batch_size, config.run.seed,
+                                   distributed.rank(), distributed.world_size())
+
+    def train_step(self, step: int) -> dict[str, float]:
+        idx = torch.tensor(self.sampler.indices(step))
+        images = augment(self.pixels[idx].float().div_(127.5).sub_(1.0))
+        labels = self.labels[idx]
+        if self.cfg.decorrelate_colour:
+            images, changed = colour_scrambled(images, self.cfg.scramble_fraction)
+        else:
+            changed = torch.zeros(len(idx), dtype=torch.bool)
+        intact = (~changed).float()
+        self.model.train()
+        out = self.trained(images)
+        free_loss, accs = attribute_loss(out.attribute_logits, labels, COLOUR_FREE)
+        colour_loss, colour_acc = attribute_loss(out.attribute_logits, labels, ("colour",), keep=~changed)
+        class_loss = (F.cross_entropy(out.class_logits, self.class_targets[idx], reduction="none") * intact).sum()
+        class_loss = class_loss / intact.sum().clamp(min=1.0)
+        loss = free_loss + colour_loss + class_loss
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return {"loss": loss.item(), "class_loss": class_loss.item(), **accs, **colour_acc}
+
+    def synced_modules(self) -> list:
+        """Modules every rank must hold identically (checked at the end of a multi-process run)."""
+        return [self.model]
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state(self, tree: dict[str, Any]) -> None:
+        saved_total = tree["sched"].get("total_steps")
+        if saved_total is not None and int(saved_total) != self.cfg.steps:
+            raise InputError(f"{self.name}: the one-cycle schedule was laid out for {saved_total} steps; "
+                             f"resume with {self.name}.steps={saved_total} or start afresh")
+        self.model.load_state_dict(tree["model"])
+        self.opt.load_state_dict(tree["opt"])
+        self.sched.load_state_dict(tree["sched"])
+
+    def save_outputs(self, step: int) -> None:
+        summary = {"step": step, "images": len(self.pixels), "decorrelate_colour": self.cfg.decorrelate_colour}
+        save_module(self.run_dir, TEACHER, self.model.eval(), self.model_config, summary)

@@ -1,0 +1,378 @@
+"""The CUDA log-Mel front end (s2i_runtime/cuda): kernels vs the numpy reference, PTX, loader.
+
+Without a GPU the shipped logmel.cu is compiled with g++ (cpu_emulation.cpp) and its kernels run on the
+CPU through the same launch sequence the GPU loader uses. The real GPU run is the `gpu`-marked test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from s2i_runtime.cuda import build_ptx
+from s2i_runtime.cuda.plan import KERNEL_SIGNATURES, PTX_FILE, FrontendTables, ptx_bytes, sample_lengths
+from s2i_runtime.errors import BackendUnavailable, InputError
+from s2i_runtime.frontend import FrontendSpec, logmel_batch, mel_filterbank
+
+SR = 16000
+TOLERANCE_DB = 1e-3
+HAS_PYCUDA = importlib.util.find_spec("pycuda") is not None
+
+
+def _time(n: int) -> np.ndarray:
+    return np.arange(n) / SR
+
+
+def tone(n: int, freq: float, amplitude: float = 0.5) -> np.ndarray:
+    return (amplitude * np.sin(2 * np.pi * freq * _time(n))).astype(np.float32)
+
+
+def chirp(n: int, f0: float = 100.0, f1: float = 7000.0, amplitude: float = 0.3) -> np.ndarray:
+    t = _time(n)
+    rate = (f1 - f0) / max(t[-1], 1e-9)
+    return (amplitude * np.sin(2 * np.pi * (f0 * t + 0.5 * rate * t * t))).astype(np.float32)
+
+
+def speech_like(n: int, seed: int) -> np.ndarray:
+    """Voiced syllables: harmonics of a gliding pitch shaped by three formants, pauses of faint noise."""
+    rng = np.random.default_rng(seed)
+    t = _time(n)
+    f0 = 110 + 40 * np.sin(2 * np.pi * 1.3 * t) + 20 * rng.random()
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    formants = [(700, 130), (1220, 70), (2600, 160)]
+    voiced = np.zeros(n)
+    for h in range(1, 36):
+        freq = h * f0
+        gain = sum(np.exp(-0.5 * ((freq - fc) / bw) ** 2) for fc, bw in formants) + 0.02
+        voiced += np.where(freq < SR / 2, gain / h, 0.0) * np.sin(h * phase)
+    syllables = np.clip(np.sin(2 * np.pi * 3.1 * t + rng.random()), 0, None) ** 1.5
+    signal = 0.2 * voiced * syllables + 1e-4 * rng.standard_normal(n)
+    return signal.astype(np.float32)
+
+
+def _test_clips() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [
+        (0.1 * rng.standard_normal(9000)).astype(np.float32),  # white noise
+        tone(12000, 440.0),  # a pure tone: quiet bands 70-80 dB under a loud peak
+        tone(5000, 3000.0, 0.9) + np.float32(0.3),  # DC offset
+        chirp(16000),
+        speech_like(40000, seed=1),  # 2.5 s, many reduction slices
+        (30.0 * speech_like(7000, seed=2)).astype(np.float32),  # loud (no clipping in float)
+        (1e-4 * rng.standard_normal(3000)).astype(np.float32),  # very quiet
+        (0.5 * rng.standard_normal(150)).astype(np.float32),  # shorter than the reflect padding
+        np.array([0.25], dtype=np.float32),  # a single sample
+        tone(160 * 64, 250.0),  # exactly 65 frames
+    ]
+
+
+def _pad(clips: list[np.ndarray], fill: float) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([c.size for c in clips], dtype=np.int64)
+    waves = np.full((len(clips), int(lengths.max())), fill, dtype=np.float32)
+    for row, clip in zip(waves, clips, strict=True):
+        row[: clip.size] = clip
+    return waves, lengths
+
+
+def _assert_matches_reference(features, frame_lengths, clips, spec=FrontendSpec()) -> None:
+    reference, ref_lengths = logmel_batch(clips, spec)
+    np.testing.assert_array_equal(frame_lengths, ref_lengths)
+    assert frame_lengths.dtype == np.int64
+    assert features.shape == reference.shape and features.dtype == np.float32
+    error = np.abs(features.astype(np.float64) - reference)
+    worst = np.unravel_index(int(error.argmax()), error.shape)
+    assert error.max() <= TOLERANCE_DB, f"{error.max():.2e} dB at {worst}: {features[worst]} vs {reference[worst]}"
+
+
+@pytest.fixture(scope="module")
+def emulation_library(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found: cannot compile the CUDA kernels for the CPU")
+    from s2i_runtime.cuda.cpu_emulation import compile_library
+
+    return compile_library(tmp_path_factory.mktemp("cuda_emulation"))
+
+
+@pytest.fixture(scope="module")
+def emulation(emulation_library):
+    from s2i_runtime.cuda.cpu_emulation import CpuEmulation
+
+    return CpuEmulation(emulation_library)
+
+
+def test_emulated_kernels_match_numpy_frontend(emulation):
+    clips = _test_clips()
+    # NaN in the padding proves no kernel ever reads past an utterance's length.
+    waves, lengths = _pad(clips, fill=np.nan)
+    features, frame_lengths = emulation.logmel_padded(waves, lengths)
+    _assert_matches_reference(features, frame_lengths, clips)
+    for row, valid in zip(features, frame_lengths, strict=True):
+        assert row[:, :valid].max() == 0.0  # dB relative to the utterance's own max
+        assert np.all(row[:, valid:] == -80.0)  # padding is silence
+
+
+def test_emulated_kernels_pad_short_batches_to_min_frames(emulation):
+    clips = [tone(800, 1000.0), speech_like(3200, seed=3)]
+    features, frame_lengths = emulation.logmel_padded(*_pad(clips, fill=0.0))
+    assert features.shape == (2, 40, 64)
+    _assert_matches_reference(features, frame_lengths, clips)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        FrontendSpec(center=False, remove_dc=False, preemphasis=0.0),
+        FrontendSpec(win_length=320, hop_length=100, n_mels=64, fmin=0.0, min_frames=8),
+        FrontendSpec(n_fft=512, win_length=400, sample_rate=22050, fmax=11025.0, top_db=60.0),
+    ],
+    ids=["no-center-no-dc-no-preemphasis", "short-window-64-mels", "nfft512-22k-topdb60"],
+)
+def test_emulated_kernels_follow_other_specs(emulation_library, spec):
+    from s2i_runtime.cuda.cpu_emulation import CpuEmulation
+
+    emulation = CpuEmulation(emulation_library, spec)
+    clips = [speech_like(6000, seed=4) + np.float32(0.05), tone(300, 700.0), chirp(4000)]
+    features, frame_lengths = emulation.logmel_padded(*_pad(clips, fill=np.nan))
+    _assert_matches_reference(features, frame_lengths, clips, spec)
+
+
+def test_emulation_dispatches_exactly_the_known_kernels(emulation):
+    assert emulation._lib.s2i_cpu_launch(b"s2i_no_such_kernel", 1, 1, None) == -1
+    # Every kernel the plan launches exists in the emulation (a zero-thread grid runs nothing).
+    for name in KERNEL_SIGNATURES:
+        assert emulation._lib.s2i_cpu_launch(name.encode(), 0, 0, None) == 0, name
+
+
+def test_lengths_are_validated():
+    assert sample_lengths(np.array([3, 5], dtype=np.int32), 2, 5).dtype == np.int64
+    for bad in ([0, 5], [3, 6], [3], [1.5, 2.0]):
+        with pytest.raises(InputError):
+            sample_lengths(np.array(bad), 2, 5)
+
+
+def test_tables_come_from_the_numpy_frontend():
+    spec = FrontendSpec()
+    tables = FrontendTables.from_spec(spec)
+    weights = mel_filterbank(spec)
+    np.testing.assert_array_equal(tables.mel_weights, weights.astype(np.float32))
+    for m in range(spec.n_mels):
+        nonzero = np.flatnonzero(weights[m])
+        assert (tables.band_start[m], tables.band_end[m]) == (nonzero[0], nonzero[-1] + 1)
+    k = np.arange(spec.n_fft)
+    expected = np.cos(2 * np.pi * 7 * k / spec.n_fft)
+    np.testing.assert_allclose(tables.cos_table[(k * 7) % spec.n_fft], expected, atol=1e-12)
+
+
+_PTX_TYPE_OF = {"P": ".u64", "i": ".u32", "f": ".f32", "d": ".f64"}
+
+
+def test_ptx_entry_points_match_the_launch_signatures():
+    ptx = ptx_bytes().rstrip(b"\0").decode()
+    assert ".target sm_80" in ptx
+    entries = dict(re.findall(r"\.visible \.entry (\w+)\(([^)]*)\)", ptx))
+    assert set(entries) == set(KERNEL_SIGNATURES)
+    for name, signature in KERNEL_SIGNATURES.items():
+        param_types = re.findall(r"\.param (\.\w+) ", entries[name])
+        assert param_types == [_PTX_TYPE_OF[c] for c in signature], name
+
+
+def test_source_header_records_the_nvcc_command():
+    source = (build_ptx.CUDA_DIR / "logmel.cu").read_text()
+    assert " ".join(build_ptx.nvcc_command(PTX_FILE)) in source
+
+
+def test_shipped_ptx_equals_a_fresh_nvcc_build():
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc not found: cannot rebuild the PTX to compare")
+    shipped = (build_ptx.CUDA_DIR / PTX_FILE).read_bytes()
+    fresh = build_ptx.compile_ptx()
+    if build_ptx.nvcc_release(fresh) != build_ptx.nvcc_release(shipped):
+        pytest.skip(
+            f"shipped PTX is from nvcc {build_ptx.nvcc_release(shipped)}, this nvcc is "
+            f"{build_ptx.nvcc_release(fresh)}: their output differs by design"
+        )
+    assert build_ptx.without_header_comments(fresh) == build_ptx.without_header_comments(shipped), (
+        "logmel.ptx is out of date: run python -m s2i_runtime.cuda.build_ptx"
+    )
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_shipped_ptx_assembles_for_real_gpus(arch, tmp_path):
+    """What the driver's JIT does at load time, done by ptxas: the PTX is valid, spill- and barrier-free."""
+    if shutil.which("ptxas") is None:
+        pytest.skip("ptxas not found: cannot assemble the PTX here")
+    import subprocess
+
+    ptx = build_ptx.CUDA_DIR / PTX_FILE
+    result = subprocess.run(
+        ["ptxas", f"-arch={arch}", "-v", str(ptx), "-o", str(tmp_path / "logmel.cubin")],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("used 0 barriers") == len(KERNEL_SIGNATURES)
+    assert "bytes spill" not in result.stderr.replace("0 bytes spill", "")
+
+
+@pytest.mark.skipif(HAS_PYCUDA, reason="pycuda is installed here; this checks the message without it")
+def test_loader_without_pycuda_raises_backend_unavailable():
+    from s2i_runtime.cuda.frontend_cuda import CudaLogMel
+
+    with pytest.raises(BackendUnavailable, match="pycuda"):
+        CudaLogMel()
+
+
+def test_pad_batch_rejects_empty_input():
+    from s2i_runtime.cuda.frontend_cuda import pad_batch
+
+    with pytest.raises(InputError):
+        pad_batch([])
+    with pytest.raises(InputError):
+        pad_batch([np.zeros(0, dtype=np.float32)])
+    waves, lengths = pad_batch([np.ones(3), np.ones(5)])
+    assert waves.shape == (2, 5) and waves.dtype == np.float32 and lengths.tolist() == [3, 5]
+
+
+class _HostMemoryDriver:
+    """Stand-in for `pycuda.driver` whose "device" memory is host memory and whose kernels are the
+    g++-compiled ones. It checks CudaLogMel's plumbing (buffers, copies, argument order, contexts) on a
+    machine without a GPU; it says nothing about real pycuda or a real GPU (see the gpu test)."""
+
+    class Error(Exception):
+        pass
+
+    def __init__(self, emulation):
+        self.emulation = emulation
+        self.buffers: dict[int, np.ndarray] = {}
+        self.context_depth = 0
+        driver = self
+
+        class Allocation:
+            def __init__(self, nbytes):
+                self.array = np.zeros(nbytes, dtype=np.uint8)
+                driver.buffers[self.array.ctypes.data] = self.array
+
+            def __int__(self):
+                return self.array.ctypes.data
+
+        class Context:
+            def push(self):
+                driver.context_depth += 1
+
+            @staticmethod
+            def pop():
+                driver.context_depth -= 1
+
+            @staticmethod
+            def synchronize():
+                pass
+
+        class Device:
+            def __init__(self, ordinal):
+                self.ordinal = ordinal
+
+            @staticmethod
+            def count():
+                return 1
+
+            def retain_primary_context(self):
+                return Context()
+
+        class Function:
+            def __init__(self, name):
+                self.name = name
+
+            def prepare(self, signature):
+                assert signature == KERNEL_SIGNATURES[self.name]
+                return self
+
+            def prepared_async_call(self, grid, block, stream, *args):
+                assert driver.context_depth > 0, "kernel launched without a current context"
+                driver.emulation.launch(self.name, grid[0], block[0], args)
+
+        class Module:
+            def get_function(self, name):
+                return Function(name)
+
+        class Stream:
+            def synchronize(self):
+                pass
+
+        self.Context, self.Device, self.Stream = Context, Device, Stream
+        self._module, self._allocation = Module(), Allocation
+
+    def init(self):
+        pass
+
+    def module_from_buffer(self, data):
+        assert data.endswith(b"\0") and b".entry s2i_power" in data
+        return self._module
+
+    def mem_alloc(self, nbytes):
+        assert self.context_depth > 0
+        return self._allocation(nbytes)
+
+    def to_device(self, array):
+        allocation = self.mem_alloc(array.nbytes)
+        self.memcpy_htod(allocation, array)
+        return allocation
+
+    def memcpy_htod(self, dst, src):
+        src = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
+        self.buffers[int(dst)][: src.size] = src
+
+    def memcpy_htod_async(self, dst, src, stream):
+        self.memcpy_htod(dst, src)
+
+    def memcpy_dtoh(self, dst, src):
+        flat = dst.view(np.uint8).reshape(-1)
+        flat[:] = self.buffers[int(src)][: flat.size]
+
+
+def test_loader_plumbing_on_a_host_memory_stand_in_for_pycuda(emulation, monkeypatch):
+    from s2i_runtime.cuda import frontend_cuda
+
+    driver = _HostMemoryDriver(emulation)
+    monkeypatch.setattr(frontend_cuda, "_import_pycuda", lambda: driver)
+    frontend = frontend_cuda.CudaLogMel()
+    clips = [speech_like(7000, seed=5), tone(2000, 880.0), chirp(300)]
+    features, frame_lengths = frontend.logmel_batch(clips)
+    _assert_matches_reference(features, frame_lengths, clips)
+    # Device-pointer input, as the TensorRT path passes it.
+    waves, lengths = _pad(clips, fill=np.nan)
+    with frontend.active():
+        device_waves = driver.to_device(waves)
+    result = frontend.logmel_device(int(device_waves), lengths, n_max=waves.shape[1])
+    np.testing.assert_array_equal(frontend.to_host(result), features)
+    assert result.shape == features.shape
+    assert driver.buffers[result.frame_lengths_ptr].view(np.int64).tolist() == frame_lengths.tolist()
+    assert driver.context_depth == 0  # every push popped
+
+
+@pytest.mark.gpu
+def test_gpu_kernels_match_numpy_frontend():
+    pytest.importorskip("pycuda.driver", reason="pycuda is not installed (the 'gpu' extra)")
+    import pycuda.driver as cuda
+
+    from s2i_runtime.cuda.frontend_cuda import CudaLogMel
+
+    frontend = CudaLogMel()
+    clips = _test_clips()
+    features, frame_lengths = frontend.logmel_batch(clips)
+    _assert_matches_reference(features, frame_lengths, clips)
+
+    # Device in, device out, on a stream: the path the TensorRT backend takes.
+    waves, lengths = _pad(clips, fill=np.nan)
+    with frontend.active():
+        stream = cuda.Stream()
+        device_waves = cuda.to_device(waves)
+    result = frontend.logmel_device(int(device_waves), lengths, n_max=waves.shape[1], stream=stream)
+    on_device = frontend.to_host(result, stream)
+    np.testing.assert_array_equal(on_device, features)
+    device_lengths = np.empty(len(clips), dtype=np.int64)
+    with frontend.active():
+        cuda.memcpy_dtoh(device_lengths, result.frame_lengths)
+    np.testing.assert_array_equal(device_lengths, frame_lengths)

@@ -1,0 +1,125 @@
+import json
+import multiprocessing
+import wave
+
+import numpy as np
+import pytest
+from data_helpers import tiny_shapes_root
+from typer.testing import CliRunner
+
+from s2i_runtime.audio import load_audio
+from s2i_train.cli import app
+from s2i_train.data import shapes, speech, vocabulary
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+    return tiny_shapes_root(tmp_path_factory)
+
+
+def _captions(root):
+    return [json.loads(line) for line in (root / "captions.jsonl").read_text().splitlines()]
+
+
+def test_layout(tiny_shapes):
+    root = tiny_shapes
+    for name in ("README.md", "captions.jsonl", "dataset.json", "vocabulary.json"):
+        assert (root / name).is_file()
+    train = json.loads((root / "train" / "filenames.json").read_text())
+    test = json.loads((root / "test" / "filenames.json").read_text())
+    assert len(train) == 96 and len(test) == 32
+    assert {k.split("/")[0] for k in test} == {c.name for c in vocabulary.TEST_CLASSES}
+    assert {k.split("/")[0] for k in train}.isdisjoint(k.split("/")[0] for k in test)
+    for key in train + test:
+        assert (root / "images" / f"{key}.png").is_file()
+        assert (root / "audio" / f"{key}_0.wav").is_file()
+    card = (root / "README.md").read_text()
+    assert "96 images" in card and "red_circle" in card and "en-gb-scotland+m6" in card
+
+
+def test_voices_held_out(tiny_shapes):
+    assert len(speech.TRAIN_VOICES) >= 20 and len(speech.TEST_VOICES) >= 5
+    assert set(speech.TRAIN_VOICES).isdisjoint(speech.TEST_VOICES)
+    captions = _captions(tiny_shapes)
+    train_voices = {c["voice"] for c in captions if c["split"] == "train"}
+    test_voices = {c["voice"] for c in captions if c["split"] == "test"}
+    assert train_voices <= {v.name for v in speech.TRAIN_VOICES}
+    assert test_voices <= {v.name for v in speech.TEST_VOICES}
+    assert len(train_voices) >= 10 and len(test_voices) >= 3
+
+
+def test_audio_is_real_speech(tiny_shapes):
+    for caption in _captions(tiny_shapes)[::7]:
+        path = tiny_shapes / caption["audio"]
+        with wave.open(str(path)) as w:
+            assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (16000, 2, 1)
+        audio = load_audio(path)
+        duration = audio.size / 16000
+        assert 0.5 <= duration <= 6.0, caption["text"]
+        assert float(np.sqrt(np.mean(audio**2))) > 0.03  # silence is ~0; espeak speech is ~0.1
+        # Speech has pauses and syllables: loudness varies strongly over 50 ms windows.
+        frames = audio[: audio.size // 800 * 800].reshape(-1, 800)
+        energy = np.sqrt((frames**2).mean(axis=1))
+        assert energy.max() > 5 * np.percentile(energy, 10)
+
+
+def test_captions_name_the_attributes(tiny_shapes):
+    from s2i_train.data.captions import COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
+
+    for c in _captions(tiny_shapes):
+        text = c["text"].lower()
+        assert any(w in text for w in COLOUR_WORDS[c["colour"]])
+        assert any(w in text for w in SHAPE_WORDS[c["shape"]])
+        assert any(w in text.replace(",", " ").split() for w in SIZE_WORDS[c["size"]])
+        assert c["attributes"] == vocabulary.attribute_labels(c["colour"], c["shape"], c["size"], c["background"])
+
+
+def test_regenerating_gives_identical_bytes(tiny_shapes, tmp_path):
+    config = shapes.ShapesConfig(images_per_class=2, captions_per_image=1, image_size=64, seed=3)
+    jobs = [(str(tmp_path), name, config.__dict__) for name in ("pink_hexagon", "blue_square", "red_circle")]
+    with multiprocessing.get_context("spawn").Pool(2, maxtasksperchild=1) as pool:
+        results = dict(pool.map(shapes.build_class, list(reversed(jobs))))
+    for records in results.values():
+        for r in records:
+            for field in ("image", "audio"):
+                assert (tmp_path / r[field]).read_bytes() == (tiny_shapes / r[field]).read_bytes(), r[field]
+    expected = [c for c in _captions(tiny_shapes) if c["class"] == "pink_hexagon"]
+    assert results["pink_hexagon"] == expected
+
+
+def _run_cli(argv, capsys):
+    from s2i_runtime.cliutil import run_app
+
+    with pytest.raises(SystemExit) as stopped:
+        run_app(app, "s2i-train", argv)
+    return stopped.value.code, capsys.readouterr().err
+
+
+def test_cli_refuses_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err = _run_cli(["data", "shapes", "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "not empty" in err
+
+
+def test_cli_rejects_bad_options(tmp_path, capsys):
+    code, err = _run_cli(["data", "shapes", "--out", str(tmp_path / "x"), "--image-size", "8"], capsys)
+    assert code == 2 and err.startswith("error: --image-size")
+
+
+def test_check_command(tiny_shapes):
+    result = CliRunner().invoke(app, ["data", "check", str(tiny_shapes), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["train"]["items"] == 96 and report["test"]["classes"] == 16
+
+
+def test_shipped_examples_are_small_test_voice_speech():
+    from s2i_train.data.examples import DEFAULT_FOLDER, EXAMPLES
+
+    for stem, _, voice, _, _ in EXAMPLES:
+        path = DEFAULT_FOLDER / f"{stem}.wav"
+        assert path.stat().st_size < 150_000
+        assert voice in speech.TEST_VOICES
+        audio = load_audio(path)
+        assert 1.0 < audio.size / 16000 < 4.0

@@ -1,0 +1,51 @@
+"""Evaluation figures: retrieval, Fréchet distance, Inception-style score, diversity."""
+
+import numpy as np
+import pytest
+
+from s2i_train.metrics import frechet_distance, inception_style_score, mean_pairwise_distance, retrieval_scores
+
+
+def test_retrieval_perfect_and_reversed():
+    gallery = np.eye(3)
+    labels = np.array([0, 1, 2])
+    perfect = retrieval_scores(np.eye(3), labels, gallery, labels)
+    assert perfect == {"mAP": 1.0, "R@1": 1.0}
+    # Each query points at the wrong item first; the right one comes second of three: AP = 1/2.
+    queries = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=float) + 0.1 * np.eye(3)
+    scores = retrieval_scores(queries, labels, gallery, labels)
+    assert scores["R@1"] == 0.0
+    assert scores["mAP"] == pytest.approx(0.5)
+
+
+def test_retrieval_average_precision_with_two_relevant():
+    # Ranking: relevant, irrelevant, relevant -> AP = (1/1 + 2/3) / 2.
+    gallery = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    scores = retrieval_scores(np.array([[1.0, 0.0]]), np.array([0]), gallery, np.array([0, 1, 0]))
+    assert scores["mAP"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_retrieval_exclude_self():
+    x = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]])
+    labels = np.array([0, 0, 1, 1])
+    assert retrieval_scores(x, labels, x, labels, exclude_self=True) == {"mAP": 1.0, "R@1": 1.0}
+
+
+def test_frechet_distance_of_shifted_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    b = a + np.array([2.0, 0.0, 0.0])
+    assert frechet_distance(a, b) == pytest.approx(4.0, rel=1e-3)
+
+
+def test_inception_style_score_bounds():
+    confident = np.eye(4)[np.arange(400) % 4]
+    assert inception_style_score(confident)[0] == pytest.approx(4.0, rel=1e-6)
+    uniform = np.full((100, 4), 0.25)
+    assert inception_style_score(uniform)[0] == pytest.approx(1.0)
+
+
+def test_mean_pairwise_distance():
+    groups = [np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[1.0, 1.0]])]
+    assert mean_pairwise_distance(groups) == pytest.approx(5.0)

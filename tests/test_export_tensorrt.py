@@ -1,0 +1,201 @@
+"""`s2i-export build-engine`: everything but the TensorRT build itself runs here; the build is `gpu`-marked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from export_fixtures import CA_DIM, EMBEDDING_DIM, Z_DIM, make_tiny_run
+
+from s2i_export import tensorrt_build as trtb
+from s2i_export.cli import app
+from s2i_export.onnx_export import export_bundle
+from s2i_runtime.bundle import ENCODER_FILE, ENCODER_FP16_FILE, GENERATOR_FILE, GENERATOR_FP16_FILE, load_bundle
+from s2i_runtime.errors import BackendUnavailable, BundleError, InputError
+from s2i_runtime.frontend import FrontendSpec
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    run = make_tiny_run(tmp_path_factory.mktemp("run") / "run", branches=1)
+    return export_bundle(run, tmp_path_factory.mktemp("export") / "bundle")
+
+
+def test_plan_precision_switches_on_the_major_version():
+    fp32_files = {"encoder": ENCODER_FILE, "generator": GENERATOR_FILE}
+    assert trtb.plan_precision(10, False) == trtb.PrecisionPlan("fp32", fp32_files, ())
+    assert trtb.plan_precision(11, False) == trtb.PrecisionPlan("fp32", fp32_files, ())
+    # TensorRT 10: weak typing, the fp32 ONNX with BuilderFlag.FP16
+    assert trtb.plan_precision(10, True) == trtb.PrecisionPlan("fp16", fp32_files, ("FP16",))
+    # TensorRT 11+: BuilderFlag.FP16 is gone; the FP16 ONNX carries the precision
+    fp16_files = {"encoder": ENCODER_FP16_FILE, "generator": GENERATOR_FP16_FILE}
+    assert trtb.plan_precision(11, True) == trtb.PrecisionPlan("fp16", fp16_files, ())
+    assert trtb.plan_precision(12, True).builder_flags == ()
+    with pytest.raises(BackendUnavailable, match="too old"):
+        trtb.plan_precision(8, True)
+
+
+def test_profiles():
+    spec = FrontendSpec()
+    enc = trtb.encoder_profile(8, 30.0, spec)
+    assert enc["mel"] == trtb.ShapeRange((1, 40, 64), (4, 40, 400), (8, 40, 3000))
+    assert enc["lengths"] == trtb.ShapeRange((1,), (4,), (8,))
+    short = trtb.encoder_profile(1, 2.0, spec)  # opt frames never exceed max
+    assert short["mel"] == trtb.ShapeRange((1, 40, 64), (1, 40, 200), (1, 40, 200))
+    assert trtb.batch_range(3) == (1, 2, 3)
+    with pytest.raises(InputError, match="max-batch"):
+        trtb.batch_range(0)
+    with pytest.raises(InputError, match="fewer than"):
+        trtb.encoder_profile(4, 0.5, spec)
+    with pytest.raises(InputError, match="positive"):
+        trtb.max_frames_for(0, spec)
+    from s2i_runtime.bundle import ModelDims
+
+    gen = trtb.generator_profile(16, ModelDims(32, 16, 8, (64,)))
+    assert gen["embedding"].to_dict() == {"min": [1, 32], "opt": [8, 32], "max": [16, 32]}
+    assert gen["z"].max == (16, 16) and gen["eps"].opt == (8, 8)
+
+
+def test_names_and_paths():
+    assert trtb.slugify("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"
+    assert trtb.slugify("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert trtb.slugify("  /// ") == "unknown-gpu"
+    assert trtb.short_version("10.13.0.35") == "10.13.0"
+    assert trtb.engine_dir("NVIDIA A10G", "11.4.0.7") == "engines/nvidia-a10g-trt11.4.0"
+    assert trtb.trt_major_of("11.4.0.7") == 11
+
+
+def test_parse_nvidia_smi():
+    text = "NVIDIA A100-SXM4-80GB, 8.0\nNVIDIA GeForce RTX 3090, 8.6\n"
+    assert trtb.parse_nvidia_smi(text) == trtb.GpuInfo("NVIDIA A100-SXM4-80GB", "8.0")
+    assert trtb.parse_nvidia_smi(text, 1) == trtb.GpuInfo("NVIDIA GeForce RTX 3090", "8.6")
+    assert trtb.parse_nvidia_smi(text, 2) is None
+    assert trtb.parse_nvidia_smi("No devices were found") is None
+
+
+def test_missing_tensorrt_and_gpu_is_one_clear_error():
+    with pytest.raises(BackendUnavailable) as info:
+        trtb.check_prerequisites(lambda: None, lambda: None)
+    message = str(info.value)
+    assert "TensorRT is not installed" in message and "no CUDA GPU" in message
+    assert "s2i[gpu]" in message and "pypi.nvidia.com" in message
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU") as info:
+        trtb.check_prerequisites(lambda: object(), lambda: None)
+    assert "not installed" not in str(info.value)
+
+
+def test_cli_error_path_exits_2_with_one_line(bundle_dir, monkeypatch, capsys):
+    monkeypatch.setattr(trtb, "import_tensorrt", lambda: None)
+    monkeypatch.setattr(trtb, "detect_gpu", lambda: None)
+    from s2i_runtime.cliutil import run_app
+
+    with pytest.raises(SystemExit) as info:
+        run_app(app, "s2i-export", ["build-engine", str(bundle_dir), "--fp16"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot build TensorRT engines")
+    with pytest.raises(SystemExit) as info:  # bad arguments are reported before TensorRT is looked for
+        run_app(app, "s2i-export", ["build-engine", str(bundle_dir), "--max-batch", "0"])
+    assert info.value.code == 2
+    assert "--max-batch must be at least 1" in capsys.readouterr().err
+
+
+def test_tensorrt_11_fp16_needs_the_fp16_onnx(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    with pytest.raises(BundleError, match="s2i-export fp16"):
+        trtb.require_onnx_files(bundle, trtb.plan_precision(11, True))
+    paths = trtb.require_onnx_files(bundle, trtb.plan_precision(10, True))
+    assert paths["encoder"] == bundle_dir / ENCODER_FILE
+
+
+def _record(bundle, gpu=trtb.GpuInfo("NVIDIA L4", "8.9"), version="10.13.0.35", fp16=True):
+    request = trtb.EngineRequest(fp16=fp16, max_batch=4, max_seconds=20.0)
+    return trtb.engine_record(
+        bundle=bundle, request=request, plan=trtb.plan_precision(trtb.trt_major_of(version), fp16),
+        profiles=trtb.engine_profiles(bundle, request), trt_version=version, gpu=gpu,
+        build_seconds={"encoder": 1.23456, "generator": 2.0}, built_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+def test_engine_record_and_manifest_update(bundle_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    bundle = load_bundle(copy)
+    record = _record(bundle)
+    assert record["dir"] == "engines/nvidia-l4-trt10.13.0"
+    assert record["plans"] == {"encoder": "engines/nvidia-l4-trt10.13.0/encoder.plan",
+                               "generator": "engines/nvidia-l4-trt10.13.0/generator.plan"}
+    assert record["precision"] == "fp16" and record["builder_flags"] == ["FP16"]
+    assert record["onnx_sources"]["encoder"] == ENCODER_FILE
+    assert record["compute_capability"] == "8.9" and record["trt_major"] == 10
+    assert record["profiles"]["encoder"]["mel"] == {"min": [1, 40, 64], "opt": [2, 40, 400], "max": [4, 40, 2000]}
+    assert record["profiles"]["generator"]["embedding"]["max"] == [4, EMBEDDING_DIM]
+    assert record["profiles"]["generator"]["z"]["min"] == [1, Z_DIM]
+    assert record["profiles"]["generator"]["eps"]["opt"] == [2, CA_DIM]
+    assert record["max_frames"] == 2000 and record["build_seconds"]["encoder"] == 1.235
+
+    # plans are opaque bytes to the writer; these stand in for real ones only to test the file layout
+    trtb.write_engine_files(bundle, record, {"encoder": b"plan-e", "generator": b"plan-g"})
+    reloaded = load_bundle(copy)
+    assert reloaded.engines == [record]
+    assert json.loads((copy / record["dir"] / "engines.json").read_text()) == record
+    assert {record["plans"]["encoder"], record["plans"]["generator"]} <= set(reloaded.manifest["files"])
+    # a rebuild for the same GPU and version replaces its entry; another GPU adds one
+    trtb.write_engine_files(reloaded, record, {"encoder": b"plan-e2", "generator": b"plan-g2"})
+    other = _record(reloaded, gpu=trtb.GpuInfo("NVIDIA H100 80GB HBM3", "9.0"), version="11.4.0.1")
+    assert other["onnx_sources"]["encoder"] == ENCODER_FP16_FILE and other["builder_flags"] == []
+    trtb.write_engine_files(load_bundle(copy), other, {"encoder": b"e", "generator": b"g"})
+    assert [e["dir"] for e in load_bundle(copy).engines] == [record["dir"], other["dir"]]
+
+
+@pytest.mark.gpu
+def test_build_real_engines_on_the_gpu(bundle_dir, tmp_path):
+    """Builds with the real TensorRT on a CUDA GPU, then runs both engines against ONNX Runtime."""
+    import shutil
+
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (NVIDIA's package index)")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here: needed for device buffers in this test")
+    import numpy as np
+
+    from s2i_export.fp16 import export_fp16
+    from s2i_export.probes import noise_for, ort_session, synthetic_features
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    export_fp16(copy)
+    cache = tmp_path / "timing.cache"
+    for fp16 in (False, True):
+        record = trtb.build_engines(copy, trtb.EngineRequest(fp16=fp16, max_batch=4, max_seconds=10.0,
+                                                             workspace_gb=1.0, timing_cache=cache))
+        assert cache.stat().st_size > 0
+        bundle = load_bundle(copy)
+        assert record in bundle.engines
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        feats = synthetic_features(3, 500, bundle.frontend)
+        z, eps = noise_for(3, Z_DIM, CA_DIM)
+        emb_ref = ort_session(copy / ENCODER_FILE).run(None, {"mel": feats.mel, "lengths": feats.lengths})[0]
+        img_ref = ort_session(copy / GENERATOR_FILE).run(None, {"embedding": emb_ref, "z": z, "eps": eps})[0]
+        outputs = {}
+        for component, feeds in (("encoder", {"mel": feats.mel, "lengths": feats.lengths}),
+                                 ("generator", {"embedding": emb_ref, "z": z, "eps": eps})):
+            engine = runtime.deserialize_cuda_engine((copy / record["plans"][component]).read_bytes())
+            context = engine.create_execution_context()
+            tensors = {name: torch.from_numpy(value).cuda() for name, value in feeds.items()}
+            for name, tensor in tensors.items():
+                context.set_input_shape(name, tuple(tensor.shape))
+                context.set_tensor_address(name, tensor.data_ptr())
+            out_name = "embedding" if component == "encoder" else "image"
+            out = torch.empty(tuple(context.get_tensor_shape(out_name)), dtype=torch.float32, device="cuda")
+            context.set_tensor_address(out_name, out.data_ptr())
+            stream = torch.cuda.current_stream()
+            assert context.execute_async_v3(stream.cuda_stream)
+            stream.synchronize()
+            outputs[component] = out.cpu().numpy()
+        tol = 5e-2 if fp16 else 1e-3
+        assert np.isfinite(outputs["image"]).all()
+        assert np.abs(outputs["embedding"] - emb_ref).max() < tol
+        assert np.abs(outputs["image"] - img_ref).mean() < tol

@@ -1,0 +1,441 @@
+"""Speech encoders, generator, discriminators, image networks, EMA."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from s2i_runtime.errors import BackendUnavailable
+from s2i_train.models import (
+    EMA,
+    Discriminator,
+    DiscriminatorConfig,
+    ExportableGenerator,
+    Generator,
+    GeneratorConfig,
+    Judge,
+    JudgeConfig,
+    ShapesTeacher,
+    ShapesTeacherConfig,
+    SpeechEncoderConfig,
+    build_discriminators,
+    build_imagenet_teacher,
+    build_speech_encoder,
+    colour_scrambled,
+    count_parameters,
+    freeze,
+)
+from s2i_train.models.masking import MaskedBatchNorm1d, conv_out_lengths, reverse_within_lengths
+from s2i_train.models.speech_encoder import BiRNN
+
+PAD = -80.0
+
+SMALL_ENCODERS = {
+    "cnn-rnn": SpeechEncoderConfig(
+        arch="cnn-rnn", embedding_dim=32, hidden=16, conv_channels=(8, 8, 16, 16, 16, 32, 32, 32)
+    ),
+    "s2igan": SpeechEncoderConfig(arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32)),
+    "cnn-rnn-gru": SpeechEncoderConfig(
+        arch="cnn-rnn", rnn="gru", rnn_layers=2, embedding_dim=32, hidden=16, conv_channels=(8,) * 8
+    ),
+}
+
+
+def _randomise_norm_stats(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial running statistics, as after training."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen) * 0.5)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
+            if isinstance(module, MaskedBatchNorm1d) and module.num_features == 40:
+                module.running_mean.fill_(-40.0)
+                module.running_var.fill_(400.0)
+
+
+def _encoder(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_speech_encoder(SMALL_ENCODERS[name])
+    _randomise_norm_stats(model, seed)
+    return model.eval()
+
+
+def _mels(batch: int, frames: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(batch, 40, frames, generator=gen) * -80.0).float()
+
+
+# ---------------------------------------------------------------- length helpers
+
+
+def test_conv_out_lengths_follow_the_conv_formula_and_never_reach_zero():
+    lengths = torch.tensor([1, 2, 3, 63, 64, 65, 1000])
+    for kernel, stride, padding in [(17, 2, 8), (6, 2, 2), (3, 2, 1), (1, 1, 0), (5, 2, 2)]:
+        got = conv_out_lengths(lengths, kernel, stride, padding)
+        expected = [max(1, (n + 2 * padding - kernel) // stride + 1) for n in lengths.tolist()]
+        assert got.tolist() == expected
+        conv = torch.nn.Conv1d(1, 1, kernel, stride=stride, padding=padding)
+        for n in (64, 65, 1000):  # the formula is the real conv's output size
+            assert conv(torch.zeros(1, 1, n)).shape[-1] == conv_out_lengths(torch.tensor([n]), kernel, stride, padding)
+
+
+def test_reverse_within_lengths_reverses_valid_part_only_and_is_its_own_inverse():
+    x = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1)
+    lengths = torch.tensor([3, 5])
+    reversed_x = reverse_within_lengths(x, lengths)
+    assert reversed_x[0, :, 0].tolist() == [2, 1, 0, 3, 4]
+    assert reversed_x[1, :, 0].tolist() == [9, 8, 7, 6, 5]
+    assert torch.equal(reverse_within_lengths(reversed_x, lengths), x)
+
+
+def test_masked_batchnorm_training_statistics_ignore_padding():
+    torch.manual_seed(0)
+    data = torch.randn(1, 3, 10) * 2 + 1
+    padded = torch.cat([data, torch.full((1, 3, 30), 99.0)], dim=2)
+    mask = torch.zeros(1, 1, 40, dtype=torch.bool)
+    mask[..., :10] = True
+    plain, masked = torch.nn.BatchNorm1d(3), MaskedBatchNorm1d(3)
+    expected = plain(data)
+    got = masked(padded, mask)[..., :10]
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(masked.running_mean, plain.running_mean, atol=1e-6)
+    assert torch.allclose(masked.running_var, plain.running_var, atol=1e-5)
+
+
+# ---------------------------------------------------------------- speech encoders
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_ENCODERS))
+def test_encoder_shapes_batch_one_and_one_frame(name):
+    model = _encoder(name)
+    with torch.no_grad():
+        out = model(_mels(1, 64), torch.tensor([1]))
+        assert out.shape == (1, SMALL_ENCODERS[name].embedding_dim)
+        assert torch.isfinite(out).all()
+        out = model(_mels(3, 150), torch.tensor([150, 64, 1]))
+        assert out.shape == (3, SMALL_ENCODERS[name].embedding_dim)
+    assert model.output_lengths(torch.tensor([1])).item() == 1
+
+
+def test_encoder_lengths_beyond_the_tensor_mean_all_of_it():
+    model = _encoder("cnn-rnn")
+    mel = _mels(2, 100)
+    with torch.no_grad():
+        assert torch.equal(model(mel, torch.tensor([500, 0])), model(mel, torch.tensor([100, 1])))
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_ENCODERS))
+def test_encoder_padding_invariance(name):
+    """Alone (padded to 64 frames) and inside a longer padded batch give the same embedding."""
+    model = _encoder(name)
+    lengths = [1, 5, 63, 64, 65, 130, 257]
+    frames = 300
+    batch = _mels(len(lengths), frames, seed=1)
+    # Whatever the padding holds, it must not matter: fill it with loud garbage.
+    for i, n in enumerate(lengths):
+        batch[i, :, n:] = 17.0
+    with torch.no_grad():
+        together = model(batch, torch.tensor(lengths))
+        for i, n in enumerate(lengths):
+            alone = torch.full((1, 40, max(64, n)), PAD)
+            alone[:, :, :n] = batch[i : i + 1, :, :n]
+            single = model(alone, torch.tensor([n]))
+            assert torch.allclose(single[0], together[i], atol=1e-5), (name, n)
+
+
+def test_encoder_padding_invariance_at_paper_size():
+    torch.manual_seed(0)
+    model = build_speech_encoder(SpeechEncoderConfig())
+    _randomise_norm_stats(model)
+    model.eval()
+    mel = _mels(2, 200, seed=3)
+    mel[0, :, 70:] = PAD
+    with torch.no_grad():
+        together = model(mel, torch.tensor([70, 200]))
+        alone = model(mel[:1, :, :70].contiguous(), torch.tensor([70]))
+    assert together.shape == (2, 1024)
+    assert torch.allclose(alone[0], together[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_birnn_equals_a_bidirectional_rnn_run_on_each_unpadded_sequence(kind):
+    """The backward direction starts at each sequence's own last valid step, as a cuDNN-style
+    bidirectional RNN over the unpadded sequence does; padding never reaches a valid step."""
+    torch.manual_seed(0)
+    birnn = BiRNN(kind, 5, 7, layers=1)
+    rnn_class = torch.nn.GRU if kind == "gru" else torch.nn.LSTM
+    reference = rnn_class(5, 7, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name, value in birnn.forward_rnns[0].named_parameters():
+            getattr(reference, name).copy_(value)
+        for name, value in birnn.backward_rnns[0].named_parameters():
+            getattr(reference, name + "_reverse").copy_(value)
+        x = torch.randn(3, 12, 5)
+        lengths = torch.tensor([12, 7, 1])
+        x[1, 7:] = 50.0  # loud padding must not leak in
+        x[2, 1:] = -50.0
+        out = birnn(x, lengths)
+        for i, n in enumerate(lengths.tolist()):
+            expected, _ = reference(x[i : i + 1, :n])
+            assert torch.allclose(out[i, :n], expected[0], atol=1e-6)
+            assert torch.equal(out[i, n:], torch.zeros_like(out[i, n:]))
+
+
+def test_s2igan_embeddings_are_unit_length_and_cnn_rnn_are_not_normalised():
+    with torch.no_grad():
+        s2igan = _encoder("s2igan")(_mels(4, 100), torch.tensor([100, 80, 64, 3]))
+        cnn = _encoder("cnn-rnn")(_mels(4, 100), torch.tensor([100, 80, 64, 3]))
+    assert torch.allclose(s2igan.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert not torch.allclose(cnn.norm(dim=1), torch.ones(4), atol=1e-2)
+
+
+def test_encoder_trains_in_train_mode():
+    torch.manual_seed(0)
+    model = build_speech_encoder(SMALL_ENCODERS["cnn-rnn"]).train()
+    out = model(_mels(3, 128), torch.tensor([128, 70, 10]))
+    out.pow(2).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_encoder_config_resolution_and_validation():
+    cfg = SpeechEncoderConfig(arch="s2igan").resolved()
+    assert (cfg.rnn, cfg.rnn_layers, cfg.conv_channels, cfg.normalize) == ("gru", 2, (64, 128), "l2")
+    cfg = SpeechEncoderConfig().resolved()
+    assert (cfg.rnn, cfg.rnn_layers, cfg.normalize) == ("lstm", 1, "none")
+    assert cfg.conv_channels == (64, 64, 128, 256, 256, 512, 512, 1024)
+    with pytest.raises(ValueError, match="arch"):
+        SpeechEncoderConfig(arch="transformer")
+    with pytest.raises(ValueError, match="conv_channels"):
+        SpeechEncoderConfig(arch="s2igan", conv_channels=(1, 2, 3))
+    assert SpeechEncoderConfig.from_dict(SpeechEncoderConfig(conv_channels=(1,) * 8).to_dict()) == SpeechEncoderConfig(
+        conv_channels=(1,) * 8
+    )
+    with pytest.raises(ValueError, match="unknown settings: hiden"):
+        SpeechEncoderConfig.from_dict({"hiden": 3})
+
+
+def _onnx_session(model, args, input_names, output_names, dynamic_axes, path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.onnx.export(
+        model,
+        args,
+        str(path),
+        input_names=list(input_names),
+        output_names=list(output_names),
+        dynamic_axes=dynamic_axes,
+        opset_version=17,
+        dynamo=False,
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", ["cnn-rnn", "s2igan"])
+def test_encoder_onnx_export_matches_torch(name, tmp_path):
+    model = _encoder(name)
+    session = _onnx_session(
+        model,
+        (_mels(2, 128), torch.tensor([128, 40])),
+        ("mel", "lengths"),
+        ("embedding",),
+        {"mel": {0: "batch", 2: "time"}, "lengths": {0: "batch"}, "embedding": {0: "batch"}},
+        tmp_path / "encoder.onnx",
+    )
+    rng = np.random.default_rng(0)
+    for batch, frames in [(1, 64), (3, 64), (2, 333), (5, 1000)]:
+        mel = _mels(batch, frames, seed=batch * frames)
+        lengths = torch.from_numpy(rng.integers(1, frames + 1, size=batch)).to(torch.int64)
+        lengths[0] = frames
+        with torch.no_grad():
+            expected = model(mel, lengths).numpy()
+        (got,) = session.run(None, {"mel": mel.numpy(), "lengths": lengths.numpy()})
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------- generator
+
+
+def _generator(branches: int = 2, seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    gen = Generator(GeneratorConfig(embedding_dim=32, z_dim=8, ca_dim=6, ngf=8, init_mult=8, branches=branches))
+    _randomise_norm_stats(gen, seed)
+    return gen.eval()
+
+
+def _generator_inputs(batch: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 32, generator=g), torch.randn(batch, 8, generator=g), torch.randn(batch, 6, generator=g)
+
+
+@pytest.mark.parametrize("branches", [1, 2, 3])
+def test_generator_branch_shapes_and_range(branches):
+    gen = _generator(branches)
+    with torch.no_grad():
+        out = gen(*_generator_inputs(2))
+    assert [tuple(img.shape) for img in out.images] == [(2, 3, s, s) for s in gen.config.image_sizes]
+    assert all(img.abs().max() <= 1.0 for img in out.images)
+    assert out.mu.shape == out.logvar.shape == (2, 6)
+
+
+def test_generator_batch_one_is_deterministic_given_its_inputs():
+    gen = _generator(2)
+    inputs = _generator_inputs(1)
+    with torch.no_grad():
+        first = gen(*inputs).images[-1]
+        second = gen(*inputs).images[-1]
+        other_z = gen(inputs[0], torch.randn(1, 8), inputs[2]).images[-1]
+    assert torch.equal(first, second)
+    assert not torch.allclose(first, other_z)
+
+
+def test_conditioning_augmentation_uses_eps_as_given():
+    gen = _generator(1)
+    embedding, _, _ = _generator_inputs(3)
+    eps = torch.randn(3, 6)
+    c, mu, logvar = gen.ca(embedding, eps)
+    assert torch.allclose(c, mu + torch.exp(0.5 * logvar) * eps)
+    c0, mu0, _ = gen.ca(embedding, torch.zeros(3, 6))
+    assert torch.equal(c0, mu0)
+
+
+def test_exportable_generator_returns_last_branch_and_matches_onnx(tmp_path):
+    gen = _generator(2)
+    export = ExportableGenerator(gen).eval()
+    inputs = _generator_inputs(2)
+    with torch.no_grad():
+        assert torch.equal(export(*inputs), gen(*inputs).images[-1])
+    session = _onnx_session(
+        export,
+        inputs,
+        ("embedding", "z", "eps"),
+        ("image",),
+        {name: {0: "batch"} for name in ("embedding", "z", "eps", "image")},
+        tmp_path / "generator.onnx",
+    )
+    for batch in (1, 4):
+        inputs = _generator_inputs(batch, seed=batch)
+        with torch.no_grad():
+            expected = export(*inputs).numpy()
+        (got,) = session.run(None, {n: t.numpy() for n, t in zip(("embedding", "z", "eps"), inputs, strict=True)})
+        assert got.shape == (batch, 3, 128, 128)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_default_generator_is_the_calibrated_cpu_size():
+    gen = Generator(GeneratorConfig())
+    assert gen.config.image_sizes == (64,)
+    assert 3.0e6 < count_parameters(gen) < 3.4e6  # CALIBRATION.md: 3.2 M parameters at 64x64
+
+
+def test_generator_config_validation():
+    with pytest.raises(ValueError, match="branches"):
+        GeneratorConfig(branches=4)
+    assert GeneratorConfig(branches=3).image_sizes == (64, 128, 256)
+    assert GeneratorConfig.from_dict(GeneratorConfig(ngf=16).to_dict()) == GeneratorConfig(ngf=16)
+
+
+# ---------------------------------------------------------------- discriminators
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_discriminator_outputs(size):
+    torch.manual_seed(0)
+    config = DiscriminatorConfig(
+        image_size=size, ndf=4, condition_dim=6, attributes={"colour": 8, "shape": 5}, num_classes=3
+    )
+    disc = Discriminator(config)
+    out = disc(torch.randn(2, 3, size, size), torch.randn(2, 6))
+    assert out.uncond_logits.shape == out.cond_logits.shape == (2,)
+    assert {k: tuple(v.shape) for k, v in out.attribute_logits.items()} == {"colour": (2, 8), "shape": (2, 5)}
+    assert out.class_logits.shape == (2, 3)
+    assert out.features.shape == (2, 32)
+    plain = disc(torch.randn(1, 3, size, size).expand(2, -1, -1, -1))
+    assert plain.cond_logits is None
+
+
+def test_discriminator_heads_reuse_the_image_code():
+    torch.manual_seed(0)
+    disc = Discriminator(DiscriminatorConfig(ndf=4, condition_dim=6)).eval()
+    images, mu = torch.randn(2, 3, 64, 64), torch.randn(2, 6)
+    code = disc.encode(images)
+    assert torch.allclose(disc.heads(code, mu.flip(0)).cond_logits, disc(images, mu.flip(0)).cond_logits)
+    assert disc(images).attribute_logits == {} and disc(images).class_logits is None
+
+
+def test_build_discriminators_one_per_branch():
+    discs = build_discriminators((64, 128), ndf=4, condition_dim=6)
+    assert [d.config.image_size for d in discs] == [64, 128]
+
+
+# ---------------------------------------------------------------- image networks
+
+
+def test_teacher_and_judge_read_any_image_size():
+    torch.manual_seed(0)
+    teacher = ShapesTeacher(ShapesTeacherConfig(feature_dim=24, width=4, num_classes=5, attributes={"shape": 8}))
+    for size in (64, 48, 128):
+        out = teacher(torch.rand(2, 3, size, size) * 2 - 1)
+        assert out.features.shape == (2, 24) and out.class_logits.shape == (2, 5)
+        assert out.attribute_logits["shape"].shape == (2, 8)
+    judge = Judge(JudgeConfig(width=4, attributes={"colour": 8, "size": 2})).eval()
+    predictions = judge.predict(torch.rand(3, 3, 256, 256) * 2 - 1)
+    assert {k: v.shape for k, v in predictions.items()} == {"colour": (3,), "size": (3,)}
+    assert all(v.dtype == torch.int64 for v in predictions.values())
+
+
+def test_colour_scrambled_permutes_or_greys_only_the_flagged_images():
+    images = torch.rand(64, 3, 8, 8) * 2 - 1
+    out, changed = colour_scrambled(images, fraction=0.5, generator=torch.Generator().manual_seed(0))
+    assert 10 < int(changed.sum()) < 54
+    assert torch.equal(out[~changed], images[~changed])
+    for before, after in zip(images[changed], out[changed], strict=True):
+        grey = torch.allclose(after[0], after[1]) and torch.allclose(after[1], after[2])
+        permuted = sorted(after.sum(dim=(1, 2)).tolist()) == pytest.approx(sorted(before.sum(dim=(1, 2)).tolist()))
+        assert grey or (permuted and not torch.equal(after, before))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed here")
+def test_imagenet_teacher_without_torchvision_says_so():
+    with pytest.raises(BackendUnavailable, match="torchvision"):
+        build_imagenet_teacher("googlenet")
+    with pytest.raises(ValueError, match="must be one of"):
+        build_imagenet_teacher("resnet")
+
+
+# ---------------------------------------------------------------- EMA and freezing
+
+
+def test_ema_averages_parameters_and_copies_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9, warmup=False)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].running_mean.fill_(3.0)
+    ema.update(model)
+    assert torch.allclose(ema.module[0].weight, start + 0.1)
+    assert torch.equal(ema.module[1].running_mean, torch.full((2,), 3.0))
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+    restored = EMA(model, decay=0.5)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 1 and restored.decay == 0.9
+    assert torch.equal(restored.module[0].weight, ema.module[0].weight)
+
+
+def test_ema_warmup_starts_fast_and_reaches_the_decay():
+    ema = EMA(torch.nn.Linear(1, 1), decay=0.999)
+    assert ema.current_decay() == pytest.approx(0.1)
+    ema.updates = 100_000
+    assert ema.current_decay() == 0.999
+
+
+def test_freeze():
+    model = freeze(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train())
+    assert not model.training and not any(p.requires_grad for p in model.parameters())

@@ -1,0 +1,203 @@
+"""Tiny end-to-end training: every stage, exact resume, SIGINT, evaluation, and the CLI's error contract."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_tiny_data import make_tiny_shapes
+
+from s2i_train.train.config import builtin_config_path
+from s2i_train.train.loop import LoopSettings, run_stage
+from s2i_train.train.runner import train_stage
+from s2i_train.train.state import load_state
+
+TINY = builtin_config_path("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_tiny_shapes(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, tiny_data):
+    """judge, teacher and encoder trained on the tiny config: what the generator tests start from."""
+    run = tmp_path_factory.mktemp("run") / "base"
+    for stage in ("judge", "teacher", "encoder"):
+        result = train_stage(stage, run, data=tiny_data, config_path=TINY if stage == "judge" else None,
+                             progress=False)
+        assert result.end_step == 3 and not result.interrupted
+    return run
+
+
+def _copy(base, tmp_path, name):
+    target = tmp_path / name
+    shutil.copytree(base, target)
+    return target
+
+
+@pytest.mark.slow
+def test_all_stages_write_modules_state_and_metrics(base_run, tmp_path):
+    run = _copy(base_run, tmp_path, "full")
+    result = train_stage("generator", run, progress=False)
+    assert result.end_step == 3
+    for name in ("judge", "teacher", "encoder", "generator"):
+        assert (run / f"{name}.safetensors").is_file()
+        meta = json.loads((run / f"{name}.json").read_text())
+        assert meta["summary"]["step"] == 3
+    stages = [json.loads(line)["stage"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert stages.count("generator") == 3 and stages.count("encoder") == 3
+    assert list((run / "samples").glob("step-*.png"))
+    # The saved generator is the EMA, not the raw weights.
+    step, tree = load_state(run, "generator")
+    saved = load_file(str(run / "generator.safetensors"))
+    ema = tree["stage"]["ema"]["module"]
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)
+    assert any(not torch.equal(saved[k], tree["stage"]["generator"][k]) for k in saved if saved[k].is_floating_point())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["encoder", "generator"])
+def test_resume_continues_exactly(base_run, tmp_path, stage):
+    straight = _copy(base_run, tmp_path, "straight")
+    split = _copy(base_run, tmp_path, "split")
+    overrides = [f"{stage}.steps=4", "run.checkpoint_every=100"]
+    train_stage(stage, straight, overrides=overrides, progress=False)
+    first = train_stage(stage, split, overrides=[f"{stage}.steps=2"], progress=False)
+    assert first.end_step == 2
+    second = train_stage(stage, split, overrides=overrides, resume=True, progress=False)
+    assert (second.start_step, second.end_step) == (2, 4)
+    a = load_file(str(straight / f"{stage}.safetensors"))
+    b = load_file(str(split / f"{stage}.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # Optimiser state too.
+    sa, sb = load_state(straight, stage)[1]["stage"], load_state(split, stage)[1]["stage"]
+    opt_key = "opt" if stage == "encoder" else "opt_g"
+    for pid, values in sa[opt_key]["state"].items():
+        for k, v in values.items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[opt_key]["state"][pid][k]))
+    lines = [json.loads(x) for x in (split / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["stage"] == stage] == [1, 2, 3, 4]
+
+
+class _CountingStage:
+    """A stand-in stage: one parameter, SIGINT to itself at a chosen step."""
+
+    name = "counting"
+
+    def __init__(self, interrupt_at=None):
+        self.weight = torch.zeros(1)
+        self.interrupt_at = interrupt_at
+        self.saved = []
+
+    def train_step(self, step):
+        self.weight += torch.rand(1)
+        if step == self.interrupt_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return {"w": float(self.weight)}
+
+    def state(self):
+        return {"w": self.weight.clone()}
+
+    def load_state(self, tree):
+        self.weight = tree["w"].clone()
+
+    def save_outputs(self, step):
+        self.saved.append(step)
+
+
+def test_sigint_saves_and_stops_then_resume_matches(tmp_path):
+    straight = _CountingStage()
+    run_stage(straight, tmp_path / "a", LoopSettings(steps=6, progress=False, checkpoint_every=0))
+    stage = _CountingStage(interrupt_at=2)
+    result = run_stage(stage, tmp_path / "b", LoopSettings(steps=6, progress=False, checkpoint_every=0))
+    assert result.interrupted and result.end_step == 3 and stage.saved == [3]
+    resumed = _CountingStage()
+    again = run_stage(resumed, tmp_path / "b", LoopSettings(steps=6, progress=False, resume=True))
+    assert (again.start_step, again.end_step, again.interrupted) == (3, 6, False)
+    assert torch.equal(resumed.weight, straight.weight)
+
+
+@pytest.mark.slow
+def test_eval_reports_every_figure(base_run, tmp_path):
+    from s2i_train.eval import evaluate
+
+    run = _copy(base_run, tmp_path, "evald")
+    train_stage("generator", run, progress=False)
+    result = evaluate(None, run)
+    assert set(result["judge_real"]) >= {"colour", "shape", "size", "images"}
+    assert {"speech_to_image", "speech_to_speech"} <= set(result["retrieval"])
+    gen = result["generated"]
+    assert gen["images_per_caption"] == 2 and gen["captions"] == 8
+    assert set(gen["judge_accuracy"]) == {"colour", "shape", "size", "background"}
+    for key in ("judge_fid", "judge_is", "diversity"):
+        assert key in result
+    assert (run / "eval.json").is_file() and (run / "eval_grid.png").is_file()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "s2i_train.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, tiny_data):
+    no_data = _cli("judge", "--run", str(tmp_path / "r"))
+    assert no_data.returncode == 2 and no_data.stderr.strip().startswith("error:")
+    assert "Traceback" not in no_data.stderr
+    bad_set = _cli("judge", "--run", str(tmp_path / "r"), "--data", str(tiny_data), "--set", "judge.nope=1")
+    assert bad_set.returncode == 2 and "unknown field" in bad_set.stderr
+    no_resume = _cli("encoder", "--run", str(tmp_path / "r"), "--data", str(tiny_data), "--resume")
+    assert no_resume.returncode == 2 and "resume" in no_resume.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["classifier", "sen"])
+def test_other_encoder_objectives_train_and_evaluate(base_run, tmp_path, objective):
+    from s2i_train.eval import evaluate
+
+    run = _copy(base_run, tmp_path, objective)
+    result = train_stage("encoder", run, overrides=[f"encoder.objective={objective}"], progress=False)
+    assert result.end_step == 3 and "loss" in result.last_metrics
+    meta = json.loads((run / "encoder.json").read_text())
+    assert meta["summary"]["objective"] == objective
+    (run / "generator.safetensors").unlink(missing_ok=True)
+    report = evaluate(None, run)
+    assert report["retrieval"]["objective"] == objective
+    assert ("speech_to_image" in report["retrieval"]) == (objective == "sen")
+    assert "generated" not in report
+
+
+def test_unknown_objective_is_an_input_error(base_run, tmp_path):
+    from s2i_runtime.errors import InputError
+
+    run = _copy(base_run, tmp_path, "bad")
+    with pytest.raises(InputError, match="objective"):
+        train_stage("encoder", run, overrides=["encoder.objective=magic"], progress=False)
+
+
+def test_judge_resume_with_other_step_count_is_refused(tiny_data, tmp_path):
+    from s2i_runtime.errors import InputError
+
+    run = tmp_path / "judge"
+    train_stage("judge", run, data=tiny_data, config_path=TINY, overrides=["judge.steps=2"], progress=False)
+    with pytest.raises(InputError, match="one-cycle"):
+        train_stage("judge", run, overrides=["judge.steps=4"], resume=True, progress=False)
+    resumed = train_stage("judge", run, overrides=["judge.steps=2"], resume=True, progress=False)
+    assert (resumed.start_step, resumed.end_step) == (2, 2)
+
+
+@pytest.mark.slow
+def test_generator_mode_seeking_and_extra_samples(base_run, tmp_path):
+    run = _copy(base_run, tmp_path, "ms")
+    result = train_stage("generator", run, overrides=["generator.mode_seeking_weight=0.5",
+                                                      "generator.sample_every=1"], progress=False)
+    assert result.last_metrics["mode_seeking"] > 0
+    assert len(list((run / "samples").glob("step-*.png"))) == 3
