@@ -61,7 +61,50 @@ def contenders(clips: list[np.ndarray]) -> dict[str, Callable[[], object]]:
         runs["torch (training), batch"] = lambda: logmel_torch(waves, lengths)
     except ImportError:
         pass
+    torchaudio_run = _torchaudio_contender(clips)
+    if torchaudio_run is not None:
+        runs["torchaudio MelSpectrogram, batch"] = torchaudio_run
     return runs
+
+
+def _torchaudio_contender(clips: list[np.ndarray]) -> Callable[[], object] | None:
+    """torchaudio's MelSpectrogram + AmplitudeToDB with our spec's sizes (speed reference only: it has no
+    per-utterance DC removal, pre-emphasis or padding-aware max, so its numbers differ slightly)."""
+    try:
+        import torch
+        import torchaudio
+    except ImportError:
+        return None
+    spec = FrontendSpec()
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=spec.sample_rate, n_fft=spec.n_fft, win_length=spec.win_length, hop_length=spec.hop_length,
+        f_min=spec.fmin, f_max=spec.fmax, n_mels=spec.n_mels, window_fn=torch.hamming_window,
+        wkwargs={"periodic": False}, center=True, pad_mode="reflect", power=2.0, norm="slaney", mel_scale="slaney",
+    )
+    to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=80.0)
+    waves = torch.from_numpy(np.stack(clips))
+
+    def run() -> object:
+        with torch.inference_mode():
+            return to_db(mel(waves))
+
+    return run
+
+
+def run_frontend(clips: int = 64, seconds: float = 10.0, repeats: int = 5) -> dict:
+    """The section as data: ms per clip (median over repeats) and speed-ups over librosa."""
+    times = measure(contenders(make_clips(clips, seconds)), repeats)
+    per_clip = {name: statistics.median(t) / clips * 1e3 for name, t in times.items()}
+    baseline = per_clip.get("librosa")
+    torch_ms = per_clip.get("torch (training), batch")
+    return {
+        "clips": clips,
+        "seconds_per_clip": seconds,
+        "repeats": repeats,
+        "ms_per_clip": per_clip,
+        "speedup_vs_librosa": {name: baseline / ms for name, ms in per_clip.items()} if baseline else {},
+        "speedup_vs_torch": {name: torch_ms / ms for name, ms in per_clip.items()} if torch_ms else {},
+    }
 
 
 def measure(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:

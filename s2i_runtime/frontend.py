@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -176,8 +178,22 @@ def _power_to_db(mel: np.ndarray, spec: FrontendSpec) -> np.ndarray:
     return np.maximum(db, -spec.top_db)
 
 
-# Frames are transformed in blocks so a minute of audio never materialises all its frames at once.
-_FRAMES_PER_BLOCK = 128
+# Frames are transformed in blocks so a minute of audio never materialises all its complex spectra at once.
+_FRAMES_PER_FFT_BLOCK = 256
+# The mel projection runs in small blocks: OpenBLAS keeps products this size on the calling thread, so
+# logmel_batch's worker threads don't fight over BLAS threads.
+_FRAMES_PER_MEL_BLOCK = 32
+
+
+@lru_cache(maxsize=8)
+def _interleaved_filterbank(spec: FrontendSpec) -> np.ndarray:
+    """(2 * n_freqs, n_mels): each filter weight twice, for the (re, im) pairs of a complex spectrum.
+
+    Squaring the interleaved spectrum and projecting with this sums re² + im² inside the matrix product.
+    """
+    weights = np.repeat(mel_filterbank_t(spec), 2, axis=0)
+    weights.setflags(write=False)
+    return weights
 
 
 def logmel(audio: np.ndarray, spec: FrontendSpec = FrontendSpec()) -> np.ndarray:
@@ -188,16 +204,18 @@ def logmel(audio: np.ndarray, spec: FrontendSpec = FrontendSpec()) -> np.ndarray
     if signal.size < spec.n_fft:
         signal = np.pad(signal, (0, spec.n_fft - signal.size))
     frames = np.lib.stride_tricks.sliding_window_view(signal, spec.n_fft)[:: spec.hop_length]
+    count = frames.shape[0]
     window = padded_window(spec)
-    filters_t = mel_filterbank_t(spec)
-    mel = np.empty((frames.shape[0], spec.n_mels))
-    block = np.empty((min(_FRAMES_PER_BLOCK, frames.shape[0]), spec.n_fft))
-    for start in range(0, frames.shape[0], _FRAMES_PER_BLOCK):
-        count = min(_FRAMES_PER_BLOCK, frames.shape[0] - start)
-        np.multiply(frames[start : start + count], window, out=block[:count])
-        pairs = np.fft.rfft(block[:count], axis=-1).view(np.float64).reshape(count, spec.n_freqs, 2)
-        power = np.einsum("fkc,fkc->fk", pairs, pairs)
-        np.matmul(power, filters_t, out=mel[start : start + count])
+    squared = np.empty((count, 2 * spec.n_freqs))
+    for start in range(0, count, _FRAMES_PER_FFT_BLOCK):
+        stop = min(start + _FRAMES_PER_FFT_BLOCK, count)
+        pairs = np.fft.rfft(frames[start:stop] * window, axis=-1).view(np.float64)
+        np.multiply(pairs, pairs, out=squared[start:stop])
+    filters = _interleaved_filterbank(spec)
+    mel = np.empty((count, spec.n_mels))
+    for start in range(0, count, _FRAMES_PER_MEL_BLOCK):
+        block = slice(start, start + _FRAMES_PER_MEL_BLOCK)
+        np.matmul(squared[block], filters, out=mel[block])
     return _power_to_db(mel.T, spec).astype(np.float32)
 
 
@@ -210,7 +228,12 @@ def logmel_batch(
     """
     if not audios:
         raise ValueError("logmel_batch needs at least one utterance")
-    features = [logmel(audio, spec) for audio in audios]
+    if len(audios) > 1:
+        # numpy's FFT and small matrix products release the GIL: utterances run in parallel on the cores.
+        with ThreadPoolExecutor(max_workers=min(len(audios), os.cpu_count() or 1)) as pool:
+            features = list(pool.map(lambda audio: logmel(audio, spec), audios))
+    else:
+        features = [logmel(audios[0], spec)]
     lengths = np.array([f.shape[1] for f in features], dtype=np.int64)
     width = max(int(lengths.max()), spec.min_frames)
     batch = np.full((len(features), spec.n_mels, width), spec.pad_value, dtype=np.float32)

@@ -1,0 +1,145 @@
+"""End to end, warm: WAV files -> PIL images, per batch size, lean runtime against the PyTorch baseline.
+
+Every contender does the whole job for a batch of B files: decode the WAV (the same decoder for all),
+log-Mel front end (numpy in the runtime, `logmel_torch` in the baseline), speech encoder, generator,
+uint8 RGB PIL images. Models are loaded and warmed up before timing (torch.compile's compilation happens
+in its warm-up and is reported apart). One timed call = one batch of B inputs -> B images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import interleaved, summarise
+
+RUNTIME = "runtime: onnxruntime cpu fp32"
+RUNTIME_INT8 = "runtime: onnxruntime cpu int8 generator"
+EAGER = "pytorch eager (baseline)"
+COMPILED = "pytorch torch.compile"
+
+
+def write_wavs(directory: Path, count: int, seconds: float, seed: int = 0) -> list[Path]:
+    """`count` 16-bit mono 16 kHz WAV files of noise-modulated tones (speech-like energy, fixed length)."""
+    import wave
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rate = 16000
+    t = np.arange(int(seconds * rate)) / rate
+    paths = []
+    for index in range(count):
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
+        signal = envelope * (0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t) + 0.05 * rng.standard_normal(t.size))
+        pcm = np.clip(signal * 32767 * 0.5, -32768, 32767).astype(np.int16)
+        path = directory / f"clip{index:03d}.wav"
+        with wave.open(str(path), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(rate)
+            handle.writeframes(pcm.tobytes())
+        paths.append(path)
+    return paths
+
+
+def _runtime_contender(bundle: Path | str, batch: int, threads: int, paths: Sequence[Path],
+                       generator_file: str | None = None) -> tuple[Callable[[], object], Any]:
+    from s2i_runtime.pipeline import Pipeline
+
+    pipe = Pipeline.load(bundle, backend="onnxruntime", device="cpu", batch_size=batch, threads=threads)
+    if generator_file is not None:  # swap the generator session for a variant graph (e.g. INT8)
+        from .int8 import replace_generator_session
+
+        replace_generator_session(pipe, generator_file, threads)
+    inputs = [str(p) for p in paths[:batch]]
+    return (lambda: pipe.generate(inputs, seed=0)), pipe
+
+
+def _torch_contender(baseline: Any, batch: int, paths: Sequence[Path]) -> Callable[[], object]:
+    from s2i_runtime.audio import load_audio
+
+    def run() -> object:
+        clips = [load_audio(str(p)) for p in paths[:batch]]
+        return baseline.pil_images(clips, seed=0)
+
+    return run
+
+
+def max_pixel_difference(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Largest |difference| between two lists of PIL images, in 8-bit levels."""
+    worst = 0
+    for x, y in zip(a, b, strict=True):
+        worst = max(worst, int(np.abs(np.asarray(x, np.int16) - np.asarray(y, np.int16)).max()))
+    return worst
+
+
+def run_end_to_end(run_dir: Path | str, bundle: Path | str, work_dir: Path, *, batch_sizes: Sequence[int] = (1, 8, 32),
+                   seconds: float = 3.0, repeats: int = 20, warmup: int = 2, threads: int = 2,
+                   compile_models: bool = True, int8_generator: str | None = None,
+                   progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Per batch size and contender: p50/p95 latency of one batch call and images/s; plus a pixel
+    check that the runtime and the eager baseline produce the same images."""
+    import torch
+
+    from .common import pin_torch_threads
+    from .torch_baseline import TorchBaseline
+
+    pin_torch_threads(threads)
+    paths = write_wavs(work_dir / "wavs", max(batch_sizes), seconds)
+    eager = TorchBaseline(run_dir)
+    compiled = TorchBaseline(run_dir, compile_models=True) if compile_models else None
+    result: dict[str, Any] = {
+        "clip_seconds": seconds, "repeats": repeats, "warmup": warmup, "threads": threads,
+        "torch_threads": torch.get_num_threads(), "batches": {}, "compile_seconds": {},
+    }
+    for batch in batch_sizes:
+        progress(f"end to end, batch {batch}")
+        runs: dict[str, Callable[[], object]] = {}
+        runtime_run, pipe = _runtime_contender(bundle, batch, threads, paths)
+        runs[RUNTIME] = runtime_run
+        int8_pipe = None
+        if int8_generator is not None:
+            runs[RUNTIME_INT8], int8_pipe = _runtime_contender(bundle, batch, threads, paths, int8_generator)
+        runs[EAGER] = _torch_contender(eager, batch, paths)
+        if compiled is not None:
+            compiled_run = _torch_contender(compiled, batch, paths)
+            started = time.perf_counter()
+            compiled_run()  # compiles for this batch shape; the timed warm-up below then runs warm
+            result["compile_seconds"][str(batch)] = round(time.perf_counter() - started, 2)
+            runs[COMPILED] = compiled_run
+        eager_images = runs[EAGER]()
+        checks = {"max_pixel_diff_runtime_vs_eager": max_pixel_difference(runs[RUNTIME](), eager_images)}
+        if COMPILED in runs:
+            checks["max_pixel_diff_compile_vs_eager"] = max_pixel_difference(runs[COMPILED](), eager_images)
+        times = interleaved(runs, repeats, warmup)
+        rows = {}
+        for name, seconds_list in times.items():
+            stats = summarise(seconds_list)
+            stats["images_per_s"] = batch / (stats["p50_ms"] / 1e3)
+            rows[name] = stats
+        result["batches"][str(batch)] = {"contenders": rows, **checks}
+        pipe.close()
+        if int8_pipe is not None:
+            int8_pipe.close()
+    return result
+
+
+def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per batch size: runtime speed-up over eager (latency) and throughput over eager and compile."""
+    out: dict[str, dict[str, float]] = {}
+    for batch, block in result["batches"].items():
+        rows = block["contenders"]
+        runtime = rows[RUNTIME]
+        entry = {"runtime_vs_eager_latency": rows[EAGER]["p50_ms"] / runtime["p50_ms"],
+                 "runtime_vs_eager_throughput": runtime["images_per_s"] / rows[EAGER]["images_per_s"]}
+        if COMPILED in rows:
+            entry["runtime_vs_compile_throughput"] = runtime["images_per_s"] / rows[COMPILED]["images_per_s"]
+            entry["compile_vs_eager_throughput"] = rows[COMPILED]["images_per_s"] / rows[EAGER]["images_per_s"]
+        if RUNTIME_INT8 in rows:
+            entry["int8_vs_fp32_throughput"] = rows[RUNTIME_INT8]["images_per_s"] / runtime["images_per_s"]
+        out[batch] = entry
+    return out
