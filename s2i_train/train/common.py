@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from s2i_runtime.errors import InputError
 
 from .. import losses
 from ..data import vocabulary
@@ -55,3 +59,26 @@ def attribute_loss(
             hit = (logits[name].argmax(1) == targets[name]) & valid
             accs[f"acc_{name}"] = float(hit.sum() / valid.sum().clamp(min=1))
     return total, accs
+
+
+class OneCycleImageStage:
+    """State handling shared by the image CNN stages (judge, teacher): one model, Adam, a one-cycle schedule.
+
+    Subclasses set `name`, `cfg` (with `steps`), `model`, `opt` and `sched`.
+    """
+
+    def synced_modules(self) -> list:
+        """Modules every rank must hold identically (checked at the end of a multi-process run)."""
+        return [self.model]
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state(self, tree: dict[str, Any]) -> None:
+        saved_total = tree["sched"].get("total_steps")
+        if saved_total is not None and int(saved_total) != self.cfg.steps:
+            raise InputError(f"{self.name}: the one-cycle schedule was laid out for {saved_total} steps; "
+                             f"resume with {self.name}.steps={saved_total} or start afresh")
+        self.model.load_state_dict(tree["model"])
+        self.opt.load_state_dict(tree["opt"])
+        self.sched.load_state_dict(tree["sched"])

@@ -8,17 +8,14 @@ accuracy is reported by `s2i-train eval`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
-
-from s2i_runtime.errors import InputError
 
 from ..checkpoint import JUDGE, save_module
 from ..models import Judge, JudgeConfig
 from . import distributed
 from .banks import ATTRIBUTES, ImageBank, load_image_bank
-from .common import ATTRIBUTE_CLASSES, attribute_loss
+from .common import ATTRIBUTE_CLASSES, OneCycleImageStage, attribute_loss
 from .config import TrainConfig
 from .loop import StepSampler
 
@@ -43,7 +40,7 @@ def augment(images: torch.Tensor) -> torch.Tensor:
     return (images + noise).clamp(-1.0, 1.0)
 
 
-class JudgeStage:
+class JudgeStage(OneCycleImageStage):
     name = JUDGE
 
     def __init__(self, config: TrainConfig, run_dir: Path):
@@ -78,22 +75,6 @@ class JudgeStage:
         self.opt.step()
         self.sched.step()
         return {"loss": loss.item(), **accs}
-
-    def synced_modules(self) -> list:
-        """Modules every rank must hold identically (checked at the end of a multi-process run)."""
-        return [self.model]
-
-    def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
-
-    def load_state(self, tree: dict[str, Any]) -> None:
-        saved_total = tree["sched"].get("total_steps")
-        if saved_total is not None and int(saved_total) != self.cfg.steps:
-            raise InputError(f"{self.name}: the one-cycle schedule was laid out for {saved_total} steps; "
-                             f"resume with {self.name}.steps={saved_total} or start afresh")
-        self.model.load_state_dict(tree["model"])
-        self.opt.load_state_dict(tree["opt"])
-        self.sched.load_state_dict(tree["sched"])
 
     def save_outputs(self, step: int) -> None:
         summary = {"step": step, "images": len(self.pixels), "holdout_fraction": self.cfg.holdout_fraction}

@@ -9,19 +9,16 @@ colour-scrambled (RGB permuted or greyed) and those images train only the colour
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from s2i_runtime.errors import InputError
 
 from ..checkpoint import TEACHER, save_module
 from ..data import vocabulary
 from ..models import ShapesTeacher, ShapesTeacherConfig, colour_scrambled
 from . import distributed
 from .banks import load_image_bank
-from .common import ATTRIBUTE_CLASSES, attribute_loss, train_class_targets
+from .common import ATTRIBUTE_CLASSES, OneCycleImageStage, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .judge import augment
 from .loop import StepSampler
@@ -29,7 +26,7 @@ from .loop import StepSampler
 COLOUR_FREE = ("shape", "size", "background")
 
 
-class TeacherStage:
+class TeacherStage(OneCycleImageStage):
     name = TEACHER
 
     def __init__(self, config: TrainConfig, run_dir: Path):
@@ -78,22 +75,6 @@ class TeacherStage:
         self.opt.step()
         self.sched.step()
         return {"loss": loss.item(), "class_loss": class_loss.item(), **accs, **colour_acc}
-
-    def synced_modules(self) -> list:
-        """Modules every rank must hold identically (checked at the end of a multi-process run)."""
-        return [self.model]
-
-    def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
-
-    def load_state(self, tree: dict[str, Any]) -> None:
-        saved_total = tree["sched"].get("total_steps")
-        if saved_total is not None and int(saved_total) != self.cfg.steps:
-            raise InputError(f"{self.name}: the one-cycle schedule was laid out for {saved_total} steps; "
-                             f"resume with {self.name}.steps={saved_total} or start afresh")
-        self.model.load_state_dict(tree["model"])
-        self.opt.load_state_dict(tree["opt"])
-        self.sched.load_state_dict(tree["sched"])
 
     def save_outputs(self, step: int) -> None:
         summary = {"step": step, "images": len(self.pixels), "decorrelate_colour": self.cfg.decorrelate_colour}
