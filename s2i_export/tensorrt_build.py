@@ -67,7 +67,8 @@ TYPICAL_FRAMES = 400
 
 INSTALL_HINT = (
     "install the gpu extra (pip install 's2i[gpu]') and TensorRT from NVIDIA's package index "
-    "(pip install tensorrt --extra-index-url https://pypi.nvidia.com), on a machine with an NVIDIA GPU and driver"
+    "(pip install tensorrt with that index configured, as NVIDIA's install guide shows), "
+    "on a machine with an NVIDIA GPU and driver"
 )
 
 

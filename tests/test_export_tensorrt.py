@@ -78,7 +78,7 @@ def test_missing_tensorrt_and_gpu_is_one_clear_error():
         trtb.check_prerequisites(lambda: None, lambda: None)
     message = str(info.value)
     assert "TensorRT is not installed" in message and "no CUDA GPU" in message
-    assert "s2i[gpu]" in message and "pypi.nvidia.com" in message
+    assert "s2i[gpu]" in message and "NVIDIA's package index" in message
     with pytest.raises(BackendUnavailable, match="no CUDA GPU") as info:
         trtb.check_prerequisites(lambda: object(), lambda: None)
     assert "not installed" not in str(info.value)

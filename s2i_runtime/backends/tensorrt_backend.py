@@ -24,7 +24,7 @@ from .base import Backend, _stage, check_tensors, expected_signature
 
 INSTALL_HINT = (
     "install the gpu extra (pip install 's2i[gpu]') and TensorRT from NVIDIA's index "
-    "(pip install tensorrt --extra-index-url https://pypi.nvidia.com)"
+    "(pip install tensorrt with NVIDIA's package index configured, as NVIDIA's install guide shows)"
 )
 COMPONENTS = ("encoder", "generator")
 
