@@ -6,7 +6,6 @@ exit 0 ok, 2 bad input or usage, 1 internal error. The packages that depend on t
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 import typer
 
@@ -21,7 +20,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def run_app(app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> Callable[[], None]:
+def run_app(app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:
     """Run a typer app, turning the project's known errors into one line and exit 2."""
     try:
         app(args=argv, prog_name=prog_name, standalone_mode=True)

@@ -10,7 +10,9 @@ from s2i_runtime.errors import InputError
 
 from .. import losses
 from ..data import vocabulary
+from . import distributed
 from .banks import ATTRIBUTES
+from .loop import StepSampler
 
 ATTRIBUTE_CLASSES = {
     "colour": len(vocabulary.COLOURS),
@@ -64,8 +66,19 @@ def attribute_loss(
 class OneCycleImageStage:
     """State handling shared by the image CNN stages (judge, teacher): one model, Adam, a one-cycle schedule.
 
-    Subclasses set `name`, `cfg` (with `steps`), `model`, `opt` and `sched`.
+    Subclasses set `name`, `cfg` (with `steps`, `lr`, `weight_decay`, `batch_size`) and `pixels`, then call
+    `_set_up_training`.
     """
+
+    def _set_up_training(self, model: torch.nn.Module, seed: int) -> None:
+        self.model = model
+        distributed.broadcast_module(self.model)
+        self.trained = distributed.wrap(self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=self.cfg.lr, total_steps=self.cfg.steps,
+                                                         pct_start=0.15)
+        self.sampler = StepSampler(len(self.pixels), self.cfg.batch_size, seed,
+                                   distributed.rank(), distributed.world_size())
 
     def synced_modules(self) -> list:
         """Modules every rank must hold identically (checked at the end of a multi-process run)."""

@@ -13,11 +13,9 @@ import torch
 
 from ..checkpoint import JUDGE, save_module
 from ..models import Judge, JudgeConfig
-from . import distributed
 from .banks import ATTRIBUTES, ImageBank, load_image_bank
 from .common import ATTRIBUTE_CLASSES, OneCycleImageStage, attribute_loss
 from .config import TrainConfig
-from .loop import StepSampler
 
 
 def judge_holdout(bank: ImageBank, fraction: float) -> torch.Tensor:
@@ -55,14 +53,7 @@ class JudgeStage(OneCycleImageStage):
         self.pixels = torch.cat([train.pixels[size], test.pixels[size][seen]])
         self.labels = torch.cat([train.attributes, test.attributes[seen]])
         self.model_config = JudgeConfig(width=self.cfg.width, image_size=size, attributes=dict(ATTRIBUTE_CLASSES))
-        self.model = Judge(self.model_config)
-        distributed.broadcast_module(self.model)
-        self.trained = distributed.wrap(self.model)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=self.cfg.lr, total_steps=self.cfg.steps,
-                                                         pct_start=0.15)
-        self.sampler = StepSampler(len(self.pixels), self.cfg.batch_size, config.run.seed,
-                                   distributed.rank(), distributed.world_size())
+        self._set_up_training(Judge(self.model_config), config.run.seed)
 
     def train_step(self, step: int) -> dict[str, float]:
         idx = torch.tensor(self.sampler.indices(step))

@@ -16,12 +16,10 @@ import torch.nn.functional as F
 from ..checkpoint import TEACHER, save_module
 from ..data import vocabulary
 from ..models import ShapesTeacher, ShapesTeacherConfig, colour_scrambled
-from . import distributed
 from .banks import load_image_bank
 from .common import ATTRIBUTE_CLASSES, OneCycleImageStage, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .judge import augment
-from .loop import StepSampler
 
 COLOUR_FREE = ("shape", "size", "background")
 
@@ -45,14 +43,7 @@ class TeacherStage(OneCycleImageStage):
             num_classes=len(vocabulary.TRAIN_CLASSES),
             attributes=dict(ATTRIBUTE_CLASSES),
         )
-        self.model = ShapesTeacher(self.model_config)
-        distributed.broadcast_module(self.model)
-        self.trained = distributed.wrap(self.model)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=self.cfg.lr, total_steps=self.cfg.steps,
-                                                         pct_start=0.15)
-        self.sampler = StepSampler(len(self.pixels), self.cfg.batch_size, config.run.seed,
-                                   distributed.rank(), distributed.world_size())
+        self._set_up_training(ShapesTeacher(self.model_config), config.run.seed)
 
     def train_step(self, step: int) -> dict[str, float]:
         idx = torch.tensor(self.sampler.indices(step))
