@@ -28,9 +28,17 @@ from s2i_runtime.fsutil import atomic_path, atomic_write_text
 
 from .checkpoint import ENCODER, GENERATOR, TEACHER, has_module, load_judge, load_module, read_meta
 from .data import vocabulary
-from .metrics import frechet_distance, inception_style_score, mean_pairwise_distance, retrieval_scores
+from .metrics import (
+    frechet_distance,
+    inception_style_score,
+    linear_probe_accuracy,
+    mean_pairwise_distance,
+    retrieval_scores,
+)
 from .train.banks import ATTRIBUTES, load_caption_bank, load_image_bank
+from .train.common import SPOKEN_ATTRIBUTES
 from .train.config import load_run_config
+from .train.generator import caption_embeddings
 
 EVAL_FILE = "eval.json"
 GRID_FILE = "eval_grid.png"
@@ -128,13 +136,7 @@ def evaluate(
     if has_module(run_dir, ENCODER):
         encoder = load_module(run_dir, ENCODER).eval()
         objective = read_meta(run_dir, ENCODER).get("summary", {}).get("objective", "unknown")
-        order = torch.argsort(test_captions.lengths)
-        speech = torch.empty(len(test_captions), encoder.config.embedding_dim)
-        for start in range(0, len(order), 128):
-            sel = order[start : start + 128]
-            mel, lengths = test_captions.batch(sel)
-            with torch.no_grad():
-                speech[sel] = encoder(mel, lengths)
+        speech = caption_embeddings(encoder, test_captions)
         labels = test_captions.class_ids.numpy()
         retrieval: dict[str, Any] = {"objective": objective}
         retrieval["speech_to_speech"] = retrieval_scores(speech.numpy(), labels, speech.numpy(), labels,
@@ -154,6 +156,7 @@ def evaluate(
             result["teacher_real"] = {a: float((heads[:, i] == test_images.attributes[:, i]).float().mean())
                                       for i, a in enumerate(ATTRIBUTES)}
         result["retrieval"] = retrieval
+        result["encoder_probe"] = _encoder_probe(encoder, root, run_dir, speech, test_captions)
     else:
         speech = None
 
@@ -244,6 +247,20 @@ def evaluate(
     return result
 
 
+def _encoder_probe(encoder, root: Path, run_dir: Path, test_speech: torch.Tensor, test_captions) -> dict[str, float]:
+    """Linear-probe accuracy per spoken attribute: fitted on the training captions' embeddings, scored on the
+    test captions' (unseen colour-shape pairs, unseen voices). A generator can only draw what this reads."""
+    train_images = load_image_bank(root, "train", (load_run_config(run_dir).teacher.image_size,), run_dir)
+    train_captions = load_caption_bank(root, "train", train_images, run_dir=run_dir)
+    train_speech = caption_embeddings(encoder, train_captions).numpy()
+    probe = {}
+    for name in SPOKEN_ATTRIBUTES:
+        column = ATTRIBUTES.index(name)
+        probe[name] = linear_probe_accuracy(train_speech, train_captions.attributes[:, column].numpy(),
+                                            test_speech.numpy(), test_captions.attributes[:, column].numpy())
+    return probe
+
+
 def _by_class(hits: torch.Tensor, class_ids: torch.Tensor) -> dict[str, float]:
     return {vocabulary.CLASSES[int(c)].name: float(hits[class_ids == c].float().mean()) for c in class_ids.unique()}
 
@@ -257,6 +274,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     tr = result.get("teacher_real", {})
     if tr:
         lines.append("teacher on real held-out images: " + ", ".join(f"{a} {tr[a]:.3f}" for a in ATTRIBUTES))
+    probe = result.get("encoder_probe")
+    if probe:
+        lines.append("linear probe of speech embeddings (train -> test captions): "
+                     + ", ".join(f"{a} {probe[a]:.3f}" for a in probe))
     ret = result.get("retrieval")
     if ret:
         for kind in ("speech_to_image", "speech_to_speech"):

@@ -41,6 +41,8 @@ def make_tiny_run(run_dir: Path, arch: str = "s2igan", branches: int = 2, seed: 
     with torch.no_grad():
         _randomise_norms(encoder, gen_rng)
         _randomise_norms(generator, gen_rng)
+        # Non-trivial conditioning statistics, so parity covers the centring and scaling of the embedding.
+        generator.ca.set_embedding_statistics(torch.randn(32, EMBEDDING_DIM, generator=gen_rng) * 0.1 + 0.05)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_module(run_dir, "encoder", encoder, enc_cfg, summary={"steps": 1, "note": "random init (tests)"})
     save_module(run_dir, "generator", generator, gen_cfg, summary={"steps": 1})

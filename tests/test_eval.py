@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from s2i_train.metrics import frechet_distance, inception_style_score, mean_pairwise_distance, retrieval_scores
+from s2i_train.metrics import (
+    frechet_distance,
+    inception_style_score,
+    linear_probe_accuracy,
+    mean_pairwise_distance,
+    retrieval_scores,
+)
 
 
 def test_retrieval_perfect_and_reversed():
@@ -49,3 +55,21 @@ def test_inception_style_score_bounds():
 def test_mean_pairwise_distance():
     groups = [np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[1.0, 1.0]])]
     assert mean_pairwise_distance(groups) == pytest.approx(5.0)
+
+
+def test_linear_probe_reads_a_linearly_coded_attribute_and_not_noise():
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(4, 16))
+    train_y, test_y = rng.integers(0, 4, 400), rng.integers(0, 4, 200)
+    noise = 0.3
+    train_x = directions[train_y] + noise * rng.normal(size=(400, 16))
+    test_x = directions[test_y] + noise * rng.normal(size=(200, 16))
+    assert linear_probe_accuracy(train_x, train_y, test_x, test_y) == 1.0
+    # Labels unrelated to the features: about chance.
+    assert linear_probe_accuracy(rng.normal(size=(400, 16)), train_y, rng.normal(size=(200, 16)), test_y) < 0.4
+
+
+def test_linear_probe_is_deterministic():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(100, 8)), rng.integers(0, 3, 100)
+    assert linear_probe_accuracy(x, y, x, y) == linear_probe_accuracy(x, y, x, y)

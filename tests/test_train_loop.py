@@ -53,6 +53,11 @@ def test_all_stages_write_modules_state_and_metrics(base_run, tmp_path):
         assert meta["summary"]["step"] == 3
     stages = [json.loads(line)["stage"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert stages.count("generator") == 3 and stages.count("encoder") == 3
+    # The tiny config turns on the encoder's attribute heads: logged, trained, but not part of the saved encoder.
+    encoder_lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
+                     if json.loads(x)["stage"] == "encoder"]
+    assert {"attributes", "acc_colour", "acc_shape", "acc_size"} <= set(encoder_lines[-1])
+    assert not any("attribute_heads" in key for key in load_file(str(run / "encoder.safetensors")))
     assert list((run / "samples").glob("step-*.png"))
     # The saved generator is the EMA, not the raw weights.
     step, tree = load_state(run, "generator")
@@ -135,6 +140,8 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     result = evaluate(None, run)
     assert set(result["judge_real"]) >= {"colour", "shape", "size", "images"}
     assert {"speech_to_image", "speech_to_speech"} <= set(result["retrieval"])
+    assert set(result["encoder_probe"]) == {"colour", "shape", "size"}
+    assert all(0.0 <= v <= 1.0 for v in result["encoder_probe"].values())
     gen = result["generated"]
     assert gen["images_per_caption"] == 2 and gen["captions"] == 8
     assert set(gen["judge_accuracy"]) == {"colour", "shape", "size", "background"}

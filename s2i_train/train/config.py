@@ -20,6 +20,7 @@ from s2i_runtime.errors import InputError
 from s2i_runtime.fsutil import atomic_write_text
 
 from ..models import GeneratorConfig, SpeechEncoderConfig
+from .augment import SpecAugmentConfig
 
 CONFIG_FILE = "config.toml"
 
@@ -82,6 +83,12 @@ class EncoderTrainConfig:
     lr_decay_every: int = 0  # steps between ×0.5 decays; 0 = constant
     lambda_norm: float = 5.0
     lambda_kd: float = 1000.0  # the distillation temperature is losses.KD_TEMPERATURE (2)
+    # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the
+    # caption's annotated attributes, added to any objective). The teacher-student target is one point per
+    # training class, so the encoder can learn 48 whole-class patterns and misread an unseen colour-shape
+    # pair; naming each attribute separately pushes it to encode the words independently. 0 = off.
+    attribute_weight: float = 0.0
+    augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
     model: SpeechEncoderConfig = dataclasses.field(default_factory=SpeechEncoderConfig)
 
 

@@ -22,8 +22,9 @@ from ..checkpoint import ENCODER, load_teacher, save_module
 from ..data import vocabulary
 from ..models import build_speech_encoder
 from . import distributed
+from .augment import spec_augment
 from .banks import load_caption_bank, load_image_bank
-from .common import train_class_targets
+from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .loop import StepSampler
 
@@ -42,20 +43,25 @@ def teacher_features(teacher: nn.Module, images, size: int, batch_size: int = 25
 
 
 class EncoderWithHead(nn.Module):
-    """The speech encoder and, for the classifier and SEN objectives, a class head shared by the speech and
-    image embeddings: one module, so one forward and one backward per step (what DDP expects)."""
+    """The speech encoder and the heads on its embedding: for the classifier and SEN objectives a class head
+    shared by the speech and image embeddings, and optionally linear attribute heads. One module, so one
+    forward and one backward per step (what DDP expects)."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Module | None):
+    def __init__(self, encoder: nn.Module, head: nn.Module | None, attribute_heads: nn.ModuleDict | None = None):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.attribute_heads = attribute_heads
 
     def forward(self, mel, lengths, image_features=None):
         embedding = self.encoder(mel, lengths)
+        attributes = None
+        if self.attribute_heads is not None:
+            attributes = {name: head(embedding) for name, head in self.attribute_heads.items()}
         if self.head is None:
-            return embedding, None, None
+            return embedding, None, None, attributes
         image_logits = None if image_features is None else self.head(image_features)
-        return embedding, self.head(embedding), image_logits
+        return embedding, self.head(embedding), image_logits, attributes
 
 
 class EncoderStage:
@@ -90,7 +96,11 @@ class EncoderStage:
         self.head = None
         if cfg.objective in ("classifier", "sen"):
             self.head = nn.Linear(dim, len(vocabulary.TRAIN_CLASSES))
-        self.trainable = EncoderWithHead(self.model, self.head)
+        attribute_heads = None
+        if cfg.attribute_weight > 0:
+            attribute_heads = nn.ModuleDict({name: nn.Linear(dim, ATTRIBUTE_CLASSES[name])
+                                             for name in SPOKEN_ATTRIBUTES})
+        self.trainable = EncoderWithHead(self.model, self.head, attribute_heads)
         distributed.broadcast_module(self.trainable)
         self.trained = distributed.wrap(self.trainable)
         self.opt = torch.optim.Adam(self.trainable.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -105,12 +115,15 @@ class EncoderStage:
     def train_step(self, step: int) -> dict[str, float]:
         idx = torch.tensor(self.sampler.indices(step))
         mel, lengths = self.captions.batch(idx)
+        if self.cfg.augment.enabled:
+            masks = torch.Generator().manual_seed((self.config.run.seed * 1_000_003 + step) * 64 + distributed.rank())
+            mel = spec_augment(mel, lengths, self.cfg.augment, self.captions.pad_value, masks)
         classes = self.captions.class_ids[idx]
         for group in self.opt.param_groups:
             group["lr"] = self._lr(step)
         self.trainable.train()
         target = self.targets[self.captions.image_index[idx]] if self.targets is not None else None
-        student, speech_logits, image_logits = self.trained(mel, lengths, target)
+        student, speech_logits, image_logits, attribute_logits = self.trained(mel, lengths, target)
         figures: dict[str, float] = {}
         if self.cfg.objective == "teacher_student":
             loss, parts = losses.teacher_student_loss(
@@ -126,6 +139,10 @@ class EncoderStage:
             distinctive = losses.distinctive_loss(speech_logits, image_logits, self.class_targets[idx])
             loss = matching + distinctive
             figures.update(matching=matching.item(), distinctive=distinctive.item())
+        if attribute_logits is not None:
+            spoken, accs = attribute_loss(attribute_logits, self.captions.attributes[idx], SPOKEN_ATTRIBUTES)
+            loss = loss + self.cfg.attribute_weight * spoken
+            figures.update(attributes=spoken.item(), **accs)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -60,6 +60,7 @@ class GeneratorStage:
         self.teacher = freeze(load_teacher(run_dir)) if cfg.teacher_consistency else None
         torch.manual_seed(config.run.seed)
         self.generator = build_generator(self.model_config)
+        self.generator.ca.set_embedding_statistics(self.embeddings)
         heads = dict(ATTRIBUTE_CLASSES) if cfg.d_attribute_heads else None
         self.discriminators = build_discriminators(self.sizes, ndf=cfg.ndf, condition_dim=self.model_config.ca_dim,
                                                    attributes=heads)

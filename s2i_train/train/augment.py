@@ -1,0 +1,49 @@
+"""SpecAugment-style time and frequency masking of log-Mel batches (Park et al. 2019).
+
+Masked cells are set to the features' pad value (the dB floor, i.e. silence), never to 0 dB, which is the
+loudest value. Masks fall inside each utterance's valid frames. A mask that hides one word of a caption
+makes the encoder read each attribute from its own word rather than from the whole phrase, which is what
+unseen colour-shape pairs need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass
+class SpecAugmentConfig:
+    time_masks: int = 0  # time spans masked per utterance; 0 = off
+    time_mask_frames: int = 30  # longest span, frames (10 ms each)
+    freq_masks: int = 0  # mel-band spans masked per utterance; 0 = off
+    freq_mask_bands: int = 6  # widest span, bands
+
+    @property
+    def enabled(self) -> bool:
+        return self.time_masks > 0 or self.freq_masks > 0
+
+
+def spec_augment(
+    mel: torch.Tensor, lengths: torch.Tensor, config: SpecAugmentConfig, pad_value: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """A masked copy of mel (B, n_mels, T); spans are drawn from `generator` (deterministic per step)."""
+    if not config.enabled:
+        return mel
+    batch, bands, frames = mel.shape
+    keep = torch.ones_like(mel, dtype=torch.bool)
+    time = torch.arange(frames)
+    band = torch.arange(bands)
+    for row in range(batch):
+        length = int(lengths[row])
+        for _ in range(config.time_masks):
+            width = int(torch.randint(0, min(config.time_mask_frames, length) + 1, (), generator=generator))
+            start = int(torch.randint(0, length - width + 1, (), generator=generator))
+            keep[row, :, (time >= start) & (time < start + width)] = False
+        for _ in range(config.freq_masks):
+            width = int(torch.randint(0, min(config.freq_mask_bands, bands) + 1, (), generator=generator))
+            start = int(torch.randint(0, bands - width + 1, (), generator=generator))
+            keep[row, (band >= start) & (band < start + width), :length] = False
+    return torch.where(keep, mel, torch.full_like(mel, pad_value))
