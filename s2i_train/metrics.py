@@ -94,15 +94,23 @@ def linear_probe_accuracy(
     cross-entropy, so the figure is deterministic. On speech embeddings with train and test from disjoint
     colour–shape combinations, it tells whether an attribute is encoded in a way that carries over to
     unseen pairs (what the generator needs), separately from how well a generator then uses it."""
+    train_x = np.asarray(train_x, dtype=np.float64)
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    classes = int(max(np.max(train_y), np.max(test_y))) + 1
+    w, b = fit_softmax_regression((train_x - mean) / std, train_y, classes, l2)
+    predicted = (((np.asarray(test_x, dtype=np.float64) - mean) / std) @ w + b).argmax(1)
+    return float((predicted == np.asarray(test_y)).mean())
+
+
+def fit_softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-3
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression, L-BFGS on the L2-regularised mean cross-entropy (deterministic):
+    weights (D, classes) and biases (classes,) with logits = x @ w + b."""
     from scipy.optimize import minimize
     from scipy.special import log_softmax
 
-    train_x = np.asarray(train_x, dtype=np.float64)
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    x = (train_x - mean) / std
-    y = np.asarray(train_y)
-    classes = int(max(y.max(), np.asarray(test_y).max())) + 1
-    onehot = np.eye(classes)[y]
+    x = np.asarray(x, dtype=np.float64)
+    onehot = np.eye(classes)[np.asarray(y)]
     n, d = x.shape
 
     def loss_and_grad(flat):
@@ -114,6 +122,4 @@ def linear_probe_accuracy(
 
     fit = minimize(loss_and_grad, np.zeros(d * classes + classes), jac=True, method="L-BFGS-B",
                    options={"maxiter": 500})
-    w, b = fit.x[: d * classes].reshape(d, classes), fit.x[d * classes :]
-    predicted = (((np.asarray(test_x, dtype=np.float64) - mean) / std) @ w + b).argmax(1)
-    return float((predicted == np.asarray(test_y)).mean())
+    return fit.x[: d * classes].reshape(d, classes), fit.x[d * classes :]

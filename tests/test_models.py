@@ -304,6 +304,42 @@ def test_conditioning_augmentation_uses_eps_as_given():
     assert torch.equal(c0, mu0)
 
 
+def test_conditioning_statistics_centre_and_scale_the_embedding():
+    gen = _generator(1)
+    embeddings = torch.nn.functional.normalize(torch.randn(200, gen.config.embedding_dim), dim=1) + 0.3
+    gen.ca.set_embedding_statistics(embeddings)
+    centred = gen.ca.centred(embeddings)
+    assert torch.allclose(centred.mean(0), torch.zeros(gen.config.embedding_dim), atol=1e-5)
+    assert float(centred.var(0).mean()) == pytest.approx(1.0, rel=1e-4)
+    # Checkpoints from before the statistics existed load as the identity.
+    state = {k: v for k, v in gen.state_dict().items() if not k.startswith("ca.embedding_")}
+    fresh = _generator(1)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.ca.centred(embeddings), embeddings)
+
+
+def test_attribute_code_alone_conditions_through_frozen_readouts():
+    config = GeneratorConfig(embedding_dim=6, z_dim=4, ca_dim=6, ngf=8, init_mult=4, attribute_code=(3, 2),
+                             condition_on_embedding=False)
+    gen = Generator(config)
+    assert gen.ca.fc.in_features == 5
+    assert not any(p.requires_grad for p in gen.ca.readouts.parameters())
+    # Read-outs that look at the first embedding component only: embeddings that agree there (and so give
+    # the same code) give the same condition, whatever the rest holds.
+    weights = [torch.zeros(3, 6), torch.zeros(2, 6)]
+    weights[0][:, 0] = torch.tensor([5.0, 0.0, -5.0])
+    weights[1][:, 0] = torch.tensor([3.0, -3.0])
+    gen.ca.set_readouts(weights, [torch.zeros(3), torch.zeros(2)])
+    a, b = torch.randn(2, 6), torch.randn(2, 6)
+    b[:, 0] = a[:, 0]
+    eps = torch.zeros(2, 6)
+    assert torch.allclose(gen.ca(a, eps)[1], gen.ca(b, eps)[1])
+    a[:, 0] += 1.0
+    assert not torch.allclose(gen.ca(a, eps)[1], gen.ca(b, eps)[1])
+    with pytest.raises(ValueError, match="read-outs"):
+        gen.ca.set_readouts(weights[:1], [torch.zeros(3)])
+
+
 def test_exportable_generator_returns_last_branch_and_matches_onnx(tmp_path):
     gen = _generator(2)
     export = ExportableGenerator(gen).eval()
@@ -338,6 +374,12 @@ def test_generator_config_validation():
         GeneratorConfig(branches=4)
     assert GeneratorConfig(branches=3).image_sizes == (64, 128, 256)
     assert GeneratorConfig.from_dict(GeneratorConfig(ngf=16).to_dict()) == GeneratorConfig(ngf=16)
+    with pytest.raises(ValueError, match="attribute_code"):
+        GeneratorConfig(condition_on_embedding=False)
+    with pytest.raises(ValueError, match="class count"):
+        GeneratorConfig(attribute_code=(8, 1))
+    coded = GeneratorConfig(attribute_code=(8, 8, 2, 2), condition_on_embedding=False)
+    assert GeneratorConfig.from_dict(coded.to_dict()) == coded
 
 
 # ---------------------------------------------------------------- discriminators

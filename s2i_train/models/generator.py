@@ -34,6 +34,12 @@ class GeneratorConfig:
     init_mult: int = 8  # stage-1 width at 4x4 = init_mult * ngf (paper: 16)
     branches: int = 1  # 1, 2 or 3 -> images of 64, 128, 256
     residual_blocks: int = 2
+    # Attribute code: class counts of frozen linear read-outs of the (centred) embedding whose softmax joins
+    # the condition, e.g. (8, 8, 2, 2) for Spoken-Shapes' colour / shape / size / background; () = off.
+    # The generator stage fits them to the training captions' labels before GAN training.
+    attribute_code: tuple[int, ...] = ()
+    # False: only the attribute code reaches the conditioning augmentation, not the embedding itself.
+    condition_on_embedding: bool = True
 
     def __post_init__(self) -> None:
         if self.branches not in (1, 2, 3):
@@ -43,6 +49,10 @@ class GeneratorConfig:
         for name in ("embedding_dim", "z_dim", "ca_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if any(k < 2 for k in self.attribute_code):
+            raise ValueError("every attribute_code entry is a class count >= 2")
+        if not self.condition_on_embedding and not self.attribute_code:
+            raise ValueError("condition_on_embedding = false needs an attribute_code")
 
     @property
     def image_sizes(self) -> tuple[int, ...]:
@@ -105,15 +115,40 @@ class ConditioningAugmentation(nn.Module):
     The embedding is first centred and scaled by fixed statistics of the training captions' embeddings
     (`set_embedding_statistics`, buffers saved with the weights): an L2-normalised 256-d embedding has
     components of about 0.06, so without this mu starts near 0, c is almost pure eps, and the KL term holds
-    it there — the condition barely reaches G. Identity until set."""
+    it there — the condition barely reaches G. Identity until set.
 
-    def __init__(self, embedding_dim: int, ca_dim: int) -> None:
+    With an attribute code, frozen linear read-outs of the centred embedding add their softmax to the input
+    of the linear layer: a caption of an unseen colour-shape pair gets an embedding the generator never
+    trained on, but its code is two familiar one-hot blocks side by side (CALIBRATION.md: from such codes the
+    generator draws unseen pairs)."""
+
+    def __init__(self, embedding_dim: int, ca_dim: int, attribute_code: tuple[int, ...] = (),
+                 use_embedding: bool = True) -> None:
         super().__init__()
         self.ca_dim = ca_dim
-        self.fc = nn.Linear(embedding_dim, ca_dim * 4)
+        self.use_embedding = use_embedding
+        self.readouts = nn.ModuleList(nn.Linear(embedding_dim, k) for k in attribute_code)
+        self.readouts.requires_grad_(False)
+        # The code enters at the centred embedding's scale (norm about sqrt(D)): one-hot blocks of norm 1
+        # would start the condition ~10x weaker than eps, and the KL term would keep it there.
+        self.code_scale = (embedding_dim / max(len(attribute_code), 1)) ** 0.5
+        self.fc = nn.Linear(embedding_dim * use_embedding + sum(attribute_code), ca_dim * 4)
         self.glu = GLU()
         self.register_buffer("embedding_mean", torch.zeros(embedding_dim))
         self.register_buffer("embedding_scale", torch.ones(1))
+
+    def centred(self, embedding: torch.Tensor) -> torch.Tensor:
+        """What the read-outs (and the linear layer) see."""
+        return (embedding - self.embedding_mean) * self.embedding_scale
+
+    @torch.no_grad()
+    def set_readouts(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> None:
+        """Install fitted read-outs: weights[i] (classes_i, embedding_dim), biases[i] (classes_i,)."""
+        if len(weights) != len(self.readouts):
+            raise ValueError(f"{len(self.readouts)} read-outs, got {len(weights)} weight matrices")
+        for readout, weight, bias in zip(self.readouts, weights, biases, strict=True):
+            readout.weight.copy_(weight)
+            readout.bias.copy_(bias)
 
     @torch.no_grad()
     def set_embedding_statistics(self, embeddings: torch.Tensor) -> None:
@@ -129,7 +164,10 @@ class ConditioningAugmentation(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, embedding: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = self.glu(self.fc((embedding - self.embedding_mean) * self.embedding_scale))
+        centred = self.centred(embedding)
+        parts = [centred] if self.use_embedding else []
+        parts += [readout(centred).softmax(1) * self.code_scale for readout in self.readouts]
+        hidden = self.glu(self.fc(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]))
         mu, logvar = hidden[:, : self.ca_dim], hidden[:, self.ca_dim :]
         return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
 
@@ -178,7 +216,8 @@ class Generator(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.config = config
-        self.ca = ConditioningAugmentation(config.embedding_dim, config.ca_dim)
+        self.ca = ConditioningAugmentation(config.embedding_dim, config.ca_dim, tuple(config.attribute_code),
+                                           config.condition_on_embedding)
         width = config.stage1_channels
         self.init_stage = _InitStage(config.z_dim + config.ca_dim, width)
         channels = width // 16

@@ -17,8 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from s2i_runtime.errors import InputError
+
 from .. import losses
 from ..checkpoint import GENERATOR, load_speech_encoder, load_teacher, save_module
+from ..metrics import fit_softmax_regression
 from ..models import EMA, build_discriminators, build_generator, freeze
 from . import distributed
 from .banks import ATTRIBUTES, CaptionBank, load_caption_bank, load_image_bank
@@ -42,6 +45,22 @@ def caption_embeddings(encoder: nn.Module, captions: CaptionBank, batch_size: in
     return out
 
 
+def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, code: tuple[int, ...]) -> None:
+    """Fit the conditioning's frozen attribute read-outs to the training captions' labels (ATTRIBUTES order:
+    the code's i-th block reads ATTRIBUTES[i])."""
+    expected = tuple(ATTRIBUTE_CLASSES[name] for name in ATTRIBUTES[: len(code)])
+    if code != expected:
+        raise InputError(f"generator.model.attribute_code must list the class counts of {ATTRIBUTES[: len(code)]} "
+                         f"in that order, {list(expected)}; got {list(code)}")
+    x = ca.centred(embeddings).double().numpy()
+    weights, biases = [], []
+    for column, classes in enumerate(code):
+        w, b = fit_softmax_regression(x, labels[:, column].numpy(), classes)
+        weights.append(torch.from_numpy(w.T).float())
+        biases.append(torch.from_numpy(b).float())
+    ca.set_readouts(weights, biases)
+
+
 class GeneratorStage:
     name = GENERATOR
 
@@ -61,6 +80,9 @@ class GeneratorStage:
         torch.manual_seed(config.run.seed)
         self.generator = build_generator(self.model_config)
         self.generator.ca.set_embedding_statistics(self.embeddings)
+        if self.model_config.attribute_code:
+            fit_attribute_readouts(self.generator.ca, self.embeddings, self.captions.attributes,
+                                   tuple(self.model_config.attribute_code))
         heads = dict(ATTRIBUTE_CLASSES) if cfg.d_attribute_heads else None
         self.discriminators = build_discriminators(self.sizes, ndf=cfg.ndf, condition_dim=self.model_config.ca_dim,
                                                    attributes=heads)
