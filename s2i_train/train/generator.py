@@ -45,6 +45,13 @@ def caption_embeddings(encoder: nn.Module, captions: CaptionBank, batch_size: in
     return out
 
 
+# Logits of the fitted read-outs are multiplied by this. The argmax is unchanged and training captions are
+# read with confidence ~0.999 either way, but a caption the fit is less sure of (an unseen pair, voice) gets
+# a near one-hot code like the training ones rather than a blend the generator never saw: measured on the
+# default model's held-out captions, judge colour 0.77 -> 0.82 at step 2000.
+READOUT_SHARPNESS = 10.0
+
+
 def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, code: tuple[int, ...]) -> None:
     """Fit the conditioning's frozen attribute read-outs to the training captions' labels (ATTRIBUTES order:
     the code's i-th block reads ATTRIBUTES[i])."""
@@ -56,8 +63,8 @@ def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, c
     weights, biases = [], []
     for column, classes in enumerate(code):
         w, b = fit_softmax_regression(x, labels[:, column].numpy(), classes)
-        weights.append(torch.from_numpy(w.T).float())
-        biases.append(torch.from_numpy(b).float())
+        weights.append(torch.from_numpy(w.T * READOUT_SHARPNESS).float())
+        biases.append(torch.from_numpy(b * READOUT_SHARPNESS).float())
     ca.set_readouts(weights, biases)
 
 
