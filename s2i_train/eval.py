@@ -35,10 +35,9 @@ from .metrics import (
     mean_pairwise_distance,
     retrieval_scores,
 )
-from .train.banks import ATTRIBUTES, load_caption_bank, load_image_bank
+from .train.banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
 from .train.common import SPOKEN_ATTRIBUTES
 from .train.config import load_run_config
-from .train.generator import caption_embeddings
 
 EVAL_FILE = "eval.json"
 GRID_FILE = "eval_grid.png"

@@ -32,18 +32,15 @@ def spec_augment(
     """A masked copy of mel (B, n_mels, T); spans are drawn from `generator` (deterministic per step)."""
     if not config.enabled:
         return mel
-    batch, bands, frames = mel.shape
-    keep = torch.ones_like(mel, dtype=torch.bool)
-    time = torch.arange(frames)
-    band = torch.arange(bands)
-    for row in range(batch):
-        length = int(lengths[row])
+    mel = mel.clone()
+    bands = mel.shape[1]
+    for row, length in enumerate(lengths.tolist()):
         for _ in range(config.time_masks):
             width = int(torch.randint(0, min(config.time_mask_frames, length) + 1, (), generator=generator))
             start = int(torch.randint(0, length - width + 1, (), generator=generator))
-            keep[row, :, (time >= start) & (time < start + width)] = False
+            mel[row, :, start : start + width] = pad_value
         for _ in range(config.freq_masks):
             width = int(torch.randint(0, min(config.freq_mask_bands, bands) + 1, (), generator=generator))
             start = int(torch.randint(0, bands - width + 1, (), generator=generator))
-            keep[row, (band >= start) & (band < start + width), :length] = False
-    return torch.where(keep, mel, torch.full_like(mel, pad_value))
+            mel[row, start : start + width, :length] = pad_value
+    return mel

@@ -183,3 +183,16 @@ def load_caption_bank(
     offsets = torch.cumsum(lengths, 0) - lengths
     return CaptionBank(cached["frames"], offsets, lengths, image_index, attributes, class_ids, records,
                        spec.pad_value, spec.min_frames)
+
+
+@torch.no_grad()
+def caption_embeddings(encoder: torch.nn.Module, captions: CaptionBank, batch_size: int = 128) -> torch.Tensor:
+    """The frozen encoder's embedding of every caption, (N, D), batched by similar length."""
+    encoder.eval()
+    order = torch.argsort(captions.lengths)
+    out = torch.empty(len(captions), encoder.config.embedding_dim)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        mel, lengths = captions.batch(rows)
+        out[rows] = encoder(mel, lengths)
+    return out

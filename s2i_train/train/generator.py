@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from s2i_runtime.errors import InputError
 
@@ -24,25 +23,12 @@ from ..checkpoint import GENERATOR, load_speech_encoder, load_teacher, save_modu
 from ..metrics import fit_softmax_regression
 from ..models import EMA, build_discriminators, build_generator, freeze
 from . import distributed
-from .banks import ATTRIBUTES, CaptionBank, load_caption_bank, load_image_bank
+from .banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_labels, attribute_loss
 from .config import TrainConfig
 from .loop import StepSampler
 
 SAMPLES_DIR = "samples"
-
-
-@torch.no_grad()
-def caption_embeddings(encoder: nn.Module, captions: CaptionBank, batch_size: int = 128) -> torch.Tensor:
-    """The frozen encoder's embedding of every caption, (N, D), batched by similar length."""
-    encoder.eval()
-    order = torch.argsort(captions.lengths)
-    out = torch.empty(len(captions), encoder.config.embedding_dim)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        mel, lengths = captions.batch(rows)
-        out[rows] = encoder(mel, lengths)
-    return out
 
 
 # Logits of the fitted read-outs are multiplied by this. The argmax is unchanged and training captions are
