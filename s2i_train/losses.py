@@ -162,6 +162,12 @@ def generator_adversarial_loss(fake: DiscriminatorOutput, uncond_weight: float =
     return _bce(_cond(fake), True) + uncond_weight * _bce(fake.uncond_logits, True)
 
 
+def unconditional_loss(output: DiscriminatorOutput, real: bool) -> torch.Tensor:
+    """BCE of the unconditional logit alone: for images that have no real counterpart to condition on
+    (generated from attribute combinations no caption has)."""
+    return _bce(output.uncond_logits, real)
+
+
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Conditioning-augmentation KL to N(0, I): mean(-0.5 (1 + logvar - mu^2 - exp(logvar))).
     The caller multiplies by KL_WEIGHT (2, StackGAN-v2)."""

@@ -338,6 +338,19 @@ def test_attribute_code_alone_conditions_through_frozen_readouts():
     assert not torch.allclose(gen.ca(a, eps)[1], gen.ca(b, eps)[1])
     with pytest.raises(ValueError, match="read-outs"):
         gen.ca.set_readouts(weights[:1], [torch.zeros(3)])
+    # An explicit code stands in for the read-outs: the read-outs' own code gives the same condition,
+    # a one-hot code conditions alone, and a generator that also reads the embedding refuses one.
+    code = gen.ca.attribute_code(a)
+    assert [tuple(block.shape) for block in code] == [(2, 3), (2, 2)]
+    assert torch.allclose(gen.ca(a, eps, code)[1], gen.ca(a, eps)[1])
+    one_hot = [torch.eye(3)[[0, 2]], torch.eye(2)[[1, 1]]]
+    assert torch.allclose(gen.ca(a, eps, one_hot)[1], gen.ca(b, eps, one_hot)[1])
+    gen.eval()
+    z = torch.zeros(2, 4)
+    assert torch.allclose(gen(a, z, eps, code).images[0], gen(a, z, eps).images[0])
+    both = Generator(GeneratorConfig(embedding_dim=6, z_dim=4, ca_dim=6, ngf=8, init_mult=4, attribute_code=(3, 2)))
+    with pytest.raises(ValueError, match="condition_on_embedding"):
+        both.ca(a, eps, one_hot)
 
 
 def test_exportable_generator_returns_last_branch_and_matches_onnx(tmp_path):
@@ -399,6 +412,11 @@ def test_discriminator_outputs(size):
     assert out.features.shape == (2, 32)
     plain = disc(torch.randn(1, 3, size, size).expand(2, -1, -1, -1))
     assert plain.cond_logits is None
+    last = out.rows(slice(1, None))
+    assert torch.equal(last.uncond_logits, out.uncond_logits[1:]) and torch.equal(last.cond_logits, out.cond_logits[1:])
+    assert torch.equal(last.attribute_logits["shape"], out.attribute_logits["shape"][1:])
+    assert last.class_logits.shape == (1, 3) and last.features.shape == (1, 32)
+    assert plain.rows(slice(0, 1)).cond_logits is None
 
 
 def test_discriminator_heads_reuse_the_image_code():

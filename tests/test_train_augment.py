@@ -2,7 +2,7 @@
 
 import torch
 
-from s2i_train.train.augment import SpecAugmentConfig, spec_augment
+from s2i_train.train.augment import SpecAugmentConfig, spec_augment, warp_frequency
 
 PAD = -80.0
 
@@ -57,3 +57,25 @@ def test_same_generator_seed_gives_the_same_masks():
     c = spec_augment(mel, lengths, config, PAD, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_frequency_warp_moves_a_formant_by_the_drawn_factor_and_keeps_padding():
+    mel = torch.full((2, 40, 10), PAD)
+    mel[:, 20, :8] = 0.0  # one loud band in the valid frames; frames 8.. are padding
+    gen = torch.Generator().manual_seed(3)
+    out = warp_frequency(mel, 0.1, gen)
+    alpha = 1.0 + (2.0 * torch.rand(2, generator=torch.Generator().manual_seed(3)) - 1.0) * 0.1
+    for row in range(2):
+        peak = int(out[row, :, 0].argmax())
+        assert abs(peak - 20 * float(alpha[row])) <= 1.0  # band f reads f / alpha: the peak moves to 20 alpha
+        assert torch.all(out[row, :, 8:] == PAD)
+    assert torch.allclose(warp_frequency(mel, 1e-9, gen), mel, atol=1e-4)
+
+
+def test_frequency_warp_alone_enables_augmentation():
+    mel, lengths = _batch()
+    config = SpecAugmentConfig(freq_warp=0.1)
+    assert config.enabled
+    out = spec_augment(mel, lengths, config, PAD, torch.Generator().manual_seed(4))
+    assert out.shape == mel.shape and not torch.equal(out, mel)
+    assert torch.all(out[1, :, 120:] == PAD)

@@ -208,3 +208,23 @@ def test_generator_mode_seeking_and_extra_samples(base_run, tmp_path):
                                                       "generator.sample_every=1"], progress=False)
     assert result.last_metrics["mode_seeking"] > 0
     assert len(list((run / "samples").glob("step-*.png"))) == 3
+
+
+@pytest.mark.slow
+def test_novel_codes_are_drawn_per_step_and_need_a_code_only_condition(base_run, tmp_path):
+    from s2i_train.train.config import load_run_config
+    from s2i_train.train.generator import GeneratorStage
+
+    run = _copy(base_run, tmp_path, "novel")
+    stage = GeneratorStage(load_run_config(run), run)  # the tiny config: batch 4, novel_code_fraction 0.5
+    first = stage.novel_labels(7)
+    assert first.shape == (2, 4) and torch.equal(first, stage.novel_labels(7))
+    assert not torch.equal(torch.cat([stage.novel_labels(s) for s in range(8)]), first.repeat(8, 1))
+    assert bool((first >= 0).all()) and bool((first[:, 2:] < 2).all())
+    figures = stage.train_step(0)
+    assert figures["g_teacher"] > 0 and figures["g_d_attr"] > 0
+    result = _cli("generator", "--run", str(run), "--set", "generator.model.condition_on_embedding=true")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: generator.novel_code_fraction needs generator.model.attribute_code and "
+        "generator.model.condition_on_embedding = false"]

@@ -52,6 +52,16 @@ class DiscriminatorOutput(NamedTuple):
     class_logits: torch.Tensor | None  # (B, num_classes) or None
     features: torch.Tensor  # (B, 8*ndf), globally pooled image code
 
+    def rows(self, index: slice) -> DiscriminatorOutput:
+        """The same outputs for a slice of the batch."""
+        return DiscriminatorOutput(
+            self.uncond_logits[index],
+            None if self.cond_logits is None else self.cond_logits[index],
+            {name: logits[index] for name, logits in self.attribute_logits.items()},
+            None if self.class_logits is None else self.class_logits[index],
+            self.features[index],
+        )
+
 
 def _down(in_ch: int, out_ch: int, norm: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False)]

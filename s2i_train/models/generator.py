@@ -163,10 +163,22 @@ class ConditioningAugmentation(nn.Module):
         state_dict.setdefault(prefix + "embedding_scale", torch.ones_like(self.embedding_scale))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, embedding: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def attribute_code(self, embedding: torch.Tensor) -> list[torch.Tensor]:
+        """The read-outs' class probabilities, one (B, classes) block per attribute."""
+        centred = self.centred(embedding)
+        return [readout(centred).softmax(1) for readout in self.readouts]
+
+    def forward(self, embedding: torch.Tensor, eps: torch.Tensor,
+                code: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+        """`code` replaces the read-outs' probabilities (training asks for attribute combinations that no
+        caption has); the embedding itself is then ignored, so it needs condition_on_embedding = false."""
+        if code is not None and self.use_embedding:
+            raise ValueError("an explicit attribute code needs condition_on_embedding = false")
         centred = self.centred(embedding)
         parts = [centred] if self.use_embedding else []
-        parts += [readout(centred).softmax(1) * self.code_scale for readout in self.readouts]
+        if code is None:
+            code = self.attribute_code(embedding)
+        parts += [block * self.code_scale for block in code]
         hidden = self.glu(self.fc(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]))
         mu, logvar = hidden[:, : self.ca_dim], hidden[:, self.ca_dim :]
         return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
@@ -228,8 +240,10 @@ class Generator(nn.Module):
             channels //= 2
             self.to_images.append(_to_image(channels))
 
-    def forward(self, embedding: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> GeneratorOutput:
-        c, mu, logvar = self.ca(embedding, eps)
+    def forward(self, embedding: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,
+                code: list[torch.Tensor] | None = None) -> GeneratorOutput:
+        """`code`: explicit attribute-code blocks instead of the embedding's read-outs (training only)."""
+        c, mu, logvar = self.ca(embedding, eps, code)
         h = self.init_stage(torch.cat([z, c], dim=1))
         images = [self.to_images[0](h)]
         for stage, to_image in zip(self.next_stages, self.to_images[1:], strict=True):

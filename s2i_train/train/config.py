@@ -110,6 +110,11 @@ class GeneratorTrainConfig:
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
     # asked to keep their images apart. 0 = off (the default model trained without it).
     mode_seeking_weight: float = 0.0
+    # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
+    # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the
+    # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.
+    # Needs an attribute code and condition_on_embedding = false. 0 = off.
+    novel_code_fraction: float = 0.0
     sample_every: int = 0  # extra sample grids in RUN/samples/ every N steps; 0 = at checkpoints only
     model: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from s2i_runtime.errors import InputError
 
@@ -73,6 +74,10 @@ class GeneratorStage:
         torch.manual_seed(config.run.seed)
         self.generator = build_generator(self.model_config)
         self.generator.ca.set_embedding_statistics(self.embeddings)
+        if cfg.novel_code_fraction > 0 and (self.model_config.condition_on_embedding
+                                            or not self.model_config.attribute_code):
+            raise InputError("generator.novel_code_fraction needs generator.model.attribute_code and "
+                             "generator.model.condition_on_embedding = false")
         if self.model_config.attribute_code:
             fit_attribute_readouts(self.generator.ca, self.embeddings, self.captions.attributes,
                                    tuple(self.model_config.attribute_code))
@@ -104,7 +109,20 @@ class GeneratorStage:
         z, eps = self.generator.sample_inputs(len(idx))
         self.generator.train()
         self.discriminators.train()
-        out = self.generator(embedding, z, eps)
+        # Rows [0, b) are the captions'; rows [b, end) (novel codes) have no real image to match.
+        b = len(idx)
+        captions, novel = slice(0, b), slice(b, None)
+        novel_weight = cfg.novel_code_fraction
+        if novel_weight > 0:
+            novel_labels = self.novel_labels(step)
+            zn, epsn = self.generator.sample_inputs(len(novel_labels))
+            code = [torch.cat([block, F.one_hot(novel_labels[:, j], block.shape[1]).float()])
+                    for j, block in enumerate(self.generator.ca.attribute_code(embedding))]
+            out = self.generator(torch.cat([embedding, embedding.new_zeros(len(novel_labels), embedding.shape[1])]),
+                                 torch.cat([z, zn]), torch.cat([eps, epsn]), code)
+            labels = torch.cat([labels, novel_labels])
+        else:
+            out = self.generator(embedding, z, eps)
         mu = out.mu.detach()
         figures: dict[str, float] = {}
 
@@ -112,10 +130,12 @@ class GeneratorStage:
         for i, (size, disc, opt) in enumerate(zip(self.sizes, self.discriminators, self.opt_d, strict=True)):
             real = self.images.images(rows, size)
             wrong = self.images.images(wrong_rows, size)
-            real_out = disc(real, mu)
-            wrong_out = disc(wrong, mu)
+            real_out = disc(real, mu[captions])
+            wrong_out = disc(wrong, mu[captions])
             fake_out = disc(out.images[i].detach(), mu)
-            d_loss, _ = losses.discriminator_loss(real_out, fake_out, wrong_out)
+            d_loss, _ = losses.discriminator_loss(real_out, fake_out.rows(captions), wrong_out)
+            if novel_weight > 0:
+                d_loss = d_loss + novel_weight * losses.unconditional_loss(fake_out.rows(novel), real=False)
             if cfg.d_attribute_heads:
                 attr, accs = attribute_loss(real_out.attribute_logits, real_labels, ATTRIBUTES)
                 d_loss = d_loss + cfg.d_attribute_weight * attr
@@ -130,7 +150,9 @@ class GeneratorStage:
         g_loss = torch.zeros(())
         for i, disc in enumerate(self.discriminators):
             fake_out = disc(out.images[i], out.mu)
-            g_loss = g_loss + losses.generator_adversarial_loss(fake_out)
+            g_loss = g_loss + losses.generator_adversarial_loss(fake_out.rows(captions))
+            if novel_weight > 0:
+                g_loss = g_loss + novel_weight * losses.unconditional_loss(fake_out.rows(novel), real=True)
             if cfg.d_attribute_heads:
                 attr, _ = attribute_loss(fake_out.attribute_logits, labels, SPOKEN_ATTRIBUTES)
                 g_loss = g_loss + cfg.d_attribute_weight * attr
@@ -162,6 +184,13 @@ class GeneratorStage:
         figures["g"] = g_loss.item()
         figures["kl"] = kl.item()
         return figures
+
+    def novel_labels(self, step: int) -> torch.Tensor:
+        """(n, 4) labels in ATTRIBUTES order drawn uniformly for the novel codes; a pure function of
+        (seed, step, rank), so a resumed run draws the same."""
+        n = max(1, round(self.cfg.batch_size * self.cfg.novel_code_fraction))
+        gen = torch.Generator().manual_seed((self.config.run.seed * 1_000_003 + step) * 1024 + distributed.rank())
+        return torch.stack([torch.randint(ATTRIBUTE_CLASSES[name], (n,), generator=gen) for name in ATTRIBUTES], 1)
 
     # ------------------------------------------------------------------ state and outputs
 
