@@ -107,6 +107,9 @@ class GeneratorTrainConfig:
     d_attribute_weight: float = 1.0
     teacher_consistency: bool = True
     teacher_consistency_weight: float = 1.0
+    # The teacher reads a randomly shifted (up to this fraction of the side) and mirrored copy of each
+    # generated image, so G cannot satisfy it with patterns that only work in place. 0 = reads it as is.
+    teacher_jitter: float = 0.0
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
     # asked to keep their images apart. 0 = off (the default model trained without it).
     mode_seeking_weight: float = 0.0

@@ -27,6 +27,7 @@ from . import distributed
 from .banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_labels, attribute_loss
 from .config import TrainConfig
+from .image_augment import jitter_images
 from .loop import StepSampler
 
 SAMPLES_DIR = "samples"
@@ -166,7 +167,10 @@ class GeneratorStage:
         kl = losses.kl_loss(out.mu, out.logvar)
         g_loss = g_loss + cfg.kl_weight * kl
         if self.teacher is not None:
-            read = self.teacher(out.images[-1])
+            seen = out.images[-1]
+            if cfg.teacher_jitter > 0:
+                seen = jitter_images(seen, cfg.teacher_jitter, self.step_generator(step, stream=1))
+            read = self.teacher(seen)
             consistency = losses.teacher_consistency_loss(
                 read.attribute_logits, attribute_labels(labels, SPOKEN_ATTRIBUTES))
             accs = {f"acc_{n}": float((read.attribute_logits[n].argmax(1) == t).float().mean())
@@ -189,8 +193,13 @@ class GeneratorStage:
         """(n, 4) labels in ATTRIBUTES order drawn uniformly for the novel codes; a pure function of
         (seed, step, rank), so a resumed run draws the same."""
         n = max(1, round(self.cfg.batch_size * self.cfg.novel_code_fraction))
-        gen = torch.Generator().manual_seed((self.config.run.seed * 1_000_003 + step) * 1024 + distributed.rank())
+        gen = self.step_generator(step, stream=0)
         return torch.stack([torch.randint(ATTRIBUTE_CLASSES[name], (n,), generator=gen) for name in ATTRIBUTES], 1)
+
+    def step_generator(self, step: int, stream: int) -> torch.Generator:
+        """A generator seeded by (seed, step, stream, rank): random draws that a resumed run repeats."""
+        seed = ((self.config.run.seed * 1_000_003 + step) * 16 + stream) * 1024 + distributed.rank()
+        return torch.Generator().manual_seed(seed)
 
     # ------------------------------------------------------------------ state and outputs
 
