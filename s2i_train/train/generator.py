@@ -116,6 +116,8 @@ class GeneratorStage:
         # Rows [0, b) are the captions'; rows [b, end) (novel codes) have no real image to match.
         b = len(idx)
         captions, novel = slice(0, b), slice(b, None)
+        # Losses are batch means: scaling the novel rows' terms by their share makes each novel sample count
+        # as much as a caption's.
         novel_weight = cfg.novel_code_fraction
         if novel_weight > 0:
             novel_labels = self.novel_labels(step)
