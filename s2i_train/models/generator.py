@@ -165,7 +165,9 @@ class ConditioningAugmentation(nn.Module):
 
     def attribute_code(self, embedding: torch.Tensor) -> list[torch.Tensor]:
         """The read-outs' class probabilities, one (B, classes) block per attribute."""
-        centred = self.centred(embedding)
+        return self._read(self.centred(embedding))
+
+    def _read(self, centred: torch.Tensor) -> list[torch.Tensor]:
         return [readout(centred).softmax(1) for readout in self.readouts]
 
     def forward(self, embedding: torch.Tensor, eps: torch.Tensor,
@@ -177,7 +179,7 @@ class ConditioningAugmentation(nn.Module):
         centred = self.centred(embedding)
         parts = [centred] if self.use_embedding else []
         if code is None:
-            code = self.attribute_code(embedding)
+            code = self._read(centred)
         parts += [block * self.code_scale for block in code]
         hidden = self.glu(self.fc(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]))
         mu, logvar = hidden[:, : self.ca_dim], hidden[:, self.ca_dim :]
