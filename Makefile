@@ -1,4 +1,4 @@
-# Rebuild the shipped default model from scratch: data -> judge -> teacher -> encoder -> generator ->
+# Rebuild the shipped default model from scratch: data -> judge -> teacher, critics -> encoder -> generator ->
 # eval -> ONNX bundle -> s2i_runtime/default_bundle/.   `make default-model`
 # About 25 minutes on 2 CPU cores. Override the locations, e.g.
 #   make default-model DATA=/tmp/shapes RUN=/tmp/run64
@@ -28,6 +28,7 @@ train: $(RUN)/generator.safetensors
 $(RUN)/generator.safetensors: $(DATA)/captions.jsonl
 	$(BIN)/s2i-train judge --run $(RUN) --data $(DATA) --config $(CONFIG)
 	$(BIN)/s2i-train teacher --run $(RUN)
+	$(BIN)/s2i-train critics --run $(RUN)
 	$(BIN)/s2i-train encoder --run $(RUN)
 	$(BIN)/s2i-train generator --run $(RUN)
 

@@ -4,6 +4,7 @@
 RUN/
   config.toml                        full training config (written by the training loop)
   judge.safetensors + judge.json     teacher.safetensors + teacher.json
+  critic-1.safetensors + critic-1.json ...   (optional extra teachers that check the generator)
   encoder.safetensors + encoder.json
   generator.safetensors + generator.json   (the EMA generator)
   state/training.pt                  optimiser / EMA / RNG / data-order state for --resume
@@ -39,6 +40,7 @@ CHECKPOINT_FORMAT = 1
 ENCODER = "encoder"
 GENERATOR = "generator"
 TEACHER = "teacher"
+CRITIC = "critic"  # critic-1, critic-2, ...: extra teachers that only check the generator
 JUDGE = "judge"
 STATE_DIR = "state"
 TRAINING_STATE_FILE = "training.pt"
@@ -150,6 +152,20 @@ def load_generator(run_dir: str | Path) -> nn.Module:
 
 def load_teacher(run_dir: str | Path) -> nn.Module:
     return load_module(run_dir, TEACHER)
+
+
+def critic_name(index: int) -> str:
+    """The module name of critic `index` (1, 2, ...)."""
+    return f"{CRITIC}-{index}"
+
+
+def load_critics(run_dir: str | Path, count: int) -> list[nn.Module]:
+    """Critics 1..count; a missing one is an InputError that says how to train it."""
+    for index in range(1, count + 1):
+        if not has_module(run_dir, critic_name(index)):
+            raise InputError(f"{run_dir}: no {critic_name(index)} checkpoint: run `s2i-train critics --run "
+                             f"{run_dir}` first (the config lists {count} teacher.critic_widths)")
+    return [load_module(run_dir, critic_name(index)) for index in range(1, count + 1)]
 
 
 def load_judge(run_dir: str | Path) -> nn.Module:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from s2i_runtime.errors import InputError
@@ -162,6 +163,11 @@ def evaluate(
     # Generation.
     if gen_size is not None and speech is not None:
         generator = load_module(run_dir, GENERATOR).eval()
+        # The generator's own teacher reading the same images: far above the judge, and G has learned to
+        # satisfy the teacher with images that do not show the attribute.
+        teacher = load_module(run_dir, TEACHER).eval() if has_module(run_dir, TEACHER) else None
+        tsize = teacher.config.image_size if teacher is not None else 0
+        teacher_hits: list[torch.Tensor] = []
         n = len(test_captions) if not limit else min(limit, len(test_captions))
         pick = torch.randperm(len(test_captions))[:n].sort().values
         gen = torch.Generator().manual_seed(seed)
@@ -175,6 +181,11 @@ def evaluate(
             with torch.no_grad():
                 images = generator(emb, z, eps).images[-1]
             probs, feats = judge_read(judge, images)
+            if teacher is not None:
+                with torch.no_grad():
+                    read = teacher(F.interpolate(images, size=tsize, mode="bilinear", antialias=True)
+                                   if images.shape[-1] != tsize else images).attribute_logits
+                teacher_hits.append(torch.stack([read[a].argmax(1) for a in SPOKEN_ATTRIBUTES], 1))
             probs_all.append(probs)
             feats_all.append(feats)
             for j, caption in enumerate(sel.tolist()):
@@ -188,11 +199,17 @@ def evaluate(
         correct = torch.stack([probs[a].argmax(1) == labels[:, ATTRIBUTES.index(a)]
                                for a in ("colour", "shape", "size")]).all(0)
         size_small = labels[:, ATTRIBUTES.index("size")] == 0
+        teacher_accuracy = {}
+        if teacher_hits:
+            hits = torch.cat(teacher_hits)
+            teacher_accuracy = {a: float((hits[:, i] == labels[:, ATTRIBUTES.index(a)]).float().mean())
+                                for i, a in enumerate(SPOKEN_ATTRIBUTES)}
         result["generated"] = {
             "captions": n,
             "images_per_caption": k,
             "judge_accuracy": accuracy,
             "judge_all_three_correct": float(correct.float().mean()),
+            "teacher_accuracy": teacher_accuracy,
             "judge_shape_by_size": {
                 "small": float((probs["shape"].argmax(1) == labels[:, 1])[size_small].float().mean()),
                 "large": float((probs["shape"].argmax(1) == labels[:, 1])[~size_small].float().mean()),
@@ -288,6 +305,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         acc = gen["judge_accuracy"]
         lines.append("judge on generated: " + ", ".join(f"{a} {acc[a]:.3f}" for a in ATTRIBUTES)
                      + f"; all three {gen['judge_all_three_correct']:.3f}")
+        if gen.get("teacher_accuracy"):
+            lines.append("teacher on the same images (what G was trained to satisfy): "
+                         + ", ".join(f"{a} {v:.3f}" for a, v in gen["teacher_accuracy"].items()))
         d = result["diversity"]
         lines.append(f"diversity vs real same class {d['ratio']:.3f} (correct only {d['ratio_correct_only'] or 0:.3f}),"
                      f" vs real same class and size {d['ratio_vs_same_size'] or 0:.3f}")

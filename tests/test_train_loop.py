@@ -27,9 +27,9 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, tiny_data):
-    """judge, teacher and encoder trained on the tiny config: what the generator tests start from."""
+    """judge, teacher, its critic and encoder trained on the tiny config: what the generator tests start from."""
     run = tmp_path_factory.mktemp("run") / "base"
-    for stage in ("judge", "teacher", "encoder"):
+    for stage in ("judge", "teacher", "critics", "encoder"):
         result = train_stage(stage, run, data=tiny_data, config_path=TINY if stage == "judge" else None,
                              progress=False)
         assert result.end_step == 3 and not result.interrupted
@@ -93,6 +93,41 @@ def test_resume_continues_exactly(base_run, tmp_path, stage):
     assert [x["step"] for x in lines if x["stage"] == stage] == [1, 2, 3, 4]
 
 
+def test_critics_are_teachers_of_their_own_width_and_seed(base_run, tmp_path):
+    from s2i_runtime.errors import InputError
+
+    meta = json.loads((base_run / "critic-1.json").read_text())
+    assert meta["config"]["width"] == 6 and meta["summary"]["step"] == 3
+    assert json.loads((base_run / "teacher.json").read_text())["config"]["width"] == 4
+    lines = [json.loads(x) for x in (base_run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["stage"] == "critic-1"] == [1, 2, 3]
+    # The generator needs every configured critic, and says how to get it.
+    run = _copy(base_run, tmp_path, "nocritic")
+    (run / "critic-1.json").unlink()
+    with pytest.raises(InputError, match="s2i-train critics"):
+        train_stage("generator", run, progress=False)
+    # None configured: nothing to train, not an error.
+    none = train_stage("critics", run, overrides=["teacher.critic_widths=[]"], progress=False)
+    assert none.end_step == 0 and not (run / "critic-1.json").exists()
+
+
+@pytest.mark.slow
+def test_critics_resume_each_member(base_run, tmp_path):
+    straight = _copy(base_run, tmp_path, "straight")
+    split = _copy(base_run, tmp_path, "split")
+    overrides = ["teacher.critic_widths=[6, 4]", "run.checkpoint_every=100"]
+    train_stage("critics", straight, overrides=overrides, progress=False)
+    # Interrupted after the first critic: the second has no state yet and starts on resume.
+    train_stage("critics", split, overrides=["teacher.critic_widths=[6]", "run.checkpoint_every=100"],
+                progress=False)
+    resumed = train_stage("critics", split, overrides=overrides, resume=True, progress=False)
+    assert resumed.end_step == 3
+    for name in ("critic-1", "critic-2"):
+        a, b = load_file(str(straight / f"{name}.safetensors")), load_file(str(split / f"{name}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert json.loads((split / "critic-2.json").read_text())["config"]["width"] == 4
+
+
 class _CountingStage:
     """A stand-in stage: one parameter, SIGINT to itself at a chosen step."""
 
@@ -145,6 +180,8 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     gen = result["generated"]
     assert gen["images_per_caption"] == 2 and gen["captions"] == 8
     assert set(gen["judge_accuracy"]) == {"colour", "shape", "size", "background"}
+    assert set(gen["teacher_accuracy"]) == {"colour", "shape", "size"}
+    assert all(0.0 <= v <= 1.0 for v in gen["teacher_accuracy"].values())
     for key in ("judge_fid", "judge_is", "diversity"):
         assert key in result
     assert (run / "eval.json").is_file() and (run / "eval_grid.png").is_file()

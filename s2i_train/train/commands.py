@@ -1,4 +1,4 @@
-"""Typer layers for `s2i-train judge|teacher|encoder|generator|eval`, over `runner.train_stage` and
+"""Typer layers for `s2i-train judge|teacher|critics|encoder|generator|eval`, over `runner.train_stage` and
 `s2i_train.eval.evaluate`."""
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def _train(stage: str, run: Path, data, config, overrides, resume: bool, json_ou
         pass  # under torchrun rank 0 reports for all (the process group is gone by now)
     elif json_output:
         typer.echo(json.dumps(figures, sort_keys=True))
+    elif stage == "critics" and result.end_step == 0:
+        typer.echo("critics: none configured (teacher.critic_widths is empty), nothing to train")
     else:
         typer.echo(f"{stage}: steps {result.start_step}->{result.end_step} in {result.seconds:.1f} s "
                    f"({result.seconds_per_step:.3f} s/step), saved in {run}")
@@ -78,6 +80,7 @@ def register_train_commands(app: typer.Typer) -> None:
     for stage, help_text in (
         ("judge", "Train the evaluation judge (colour/shape/size/background reader) on real images."),
         ("teacher", "Train the image teacher on training-class images (colour-decorrelated heads)."),
+        ("critics", "Train the critics: more teachers (teacher.critic_widths) that check the generator too."),
         ("encoder", "Train the speech encoder (teacher-student, classifier or SEN objective)."),
         ("generator", "Train the StackGAN-v2 generator on the frozen encoder's embeddings."),
     ):

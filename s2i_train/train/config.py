@@ -71,6 +71,10 @@ class TeacherConfig:
     # so the teacher cannot read shape off colour (and hand that entanglement to the speech encoder).
     decorrelate_colour: bool = True
     scramble_fraction: float = 0.5
+    # Critics: more teachers trained alike, one per width listed, from other seeds (`s2i-train critics`). They
+    # only check the generator: its images must satisfy the teacher and every critic, and a pattern that
+    # fools one network rarely fools three that were trained apart. () = the teacher alone.
+    critic_widths: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -110,6 +114,9 @@ class GeneratorTrainConfig:
     # The teacher reads a randomly shifted (up to this fraction of the side) and mirrored copy of each
     # generated image, so G cannot satisfy it with patterns that only work in place. 0 = reads it as is.
     teacher_jitter: float = 0.0
+    # ... and blurred by a Gaussian of up to this many pixels (per image, drawn uniformly): a generator asked
+    # only for sharp images learns patterns that fool the teacher and not the judge. 0 = no blur.
+    teacher_blur: float = 0.0
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
     # asked to keep their images apart. 0 = off (the default model trained without it).
     mode_seeking_weight: float = 0.0
@@ -118,6 +125,9 @@ class GeneratorTrainConfig:
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.
     # Needs an attribute code and condition_on_embedding = false. 0 = off.
     novel_code_fraction: float = 0.0
+    # Share of the mismatched ("wrong") real images that have the caption's colour and another shape, so D's
+    # conditional logit must check shape too. 0 = StackGAN's uniformly random other class.
+    wrong_same_colour_fraction: float = 0.0
     sample_every: int = 0  # extra sample grids in RUN/samples/ every N steps; 0 = at checkpoints only
     model: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
 

@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from s2i_runtime.errors import InputError
 
 from .. import losses
-from ..checkpoint import GENERATOR, load_speech_encoder, load_teacher, save_module
+from ..checkpoint import GENERATOR, load_critics, load_speech_encoder, load_teacher, save_module
 from ..metrics import fit_softmax_regression
 from ..models import EMA, build_discriminators, build_generator, freeze
 from . import distributed
 from .banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_labels, attribute_loss
 from .config import TrainConfig
-from .image_augment import jitter_images
+from .image_augment import blur_images, jitter_images
 from .loop import StepSampler
 
 SAMPLES_DIR = "samples"
@@ -75,6 +75,8 @@ class GeneratorStage:
         self.embeddings = caption_embeddings(encoder, self.captions)
         del encoder
         self.teacher = freeze(load_teacher(run_dir)) if cfg.teacher_consistency else None
+        self.critics = ([freeze(c) for c in load_critics(run_dir, len(config.teacher.critic_widths))]
+                        if cfg.teacher_consistency else [])
         torch.manual_seed(config.run.seed)
         self.generator = build_generator(self.model_config)
         self.generator.ca.set_embedding_statistics(self.embeddings)
@@ -106,7 +108,8 @@ class GeneratorStage:
         if cfg.mode_seeking_weight > 0 and half:
             idx[half : 2 * half] = idx[:half]  # pairs (i, i + half) share a caption, not z
         rows = self.captions.image_index[idx]
-        wrong_rows = self.images.wrong_indices(rows)
+        wrong_rows = self.images.same_colour_wrong_indices(rows, cfg.wrong_same_colour_fraction,
+                                                           self.step_generator(step, stream=2))
         embedding = self.embeddings[idx]
         labels = self.captions.attributes[idx]
         real_labels = self.images.attributes[rows]
@@ -175,11 +178,17 @@ class GeneratorStage:
             seen = out.images[-1]
             if cfg.teacher_jitter > 0:
                 seen = jitter_images(seen, cfg.teacher_jitter, self.step_generator(step, stream=1))
+            if cfg.teacher_blur > 0:
+                seen = blur_images(seen, cfg.teacher_blur, self.step_generator(step, stream=3))
             read = self.teacher(seen)
-            consistency = losses.teacher_consistency_loss(
-                read.attribute_logits, attribute_labels(labels, SPOKEN_ATTRIBUTES))
+            targets = attribute_labels(labels, SPOKEN_ATTRIBUTES)
+            # The mean over the teacher and its critics: one scale whatever their number.
+            consistency = losses.teacher_consistency_loss(read.attribute_logits, targets)
+            for critic in self.critics:
+                consistency = consistency + losses.teacher_consistency_loss(critic(seen).attribute_logits, targets)
+            consistency = consistency / (1 + len(self.critics))
             accs = {f"acc_{n}": float((read.attribute_logits[n].argmax(1) == t).float().mean())
-                    for n, t in attribute_labels(labels, SPOKEN_ATTRIBUTES).items()}
+                    for n, t in targets.items()}
             g_loss = g_loss + cfg.teacher_consistency_weight * consistency
             figures["g_teacher"] = consistency.item()
             figures.update({f"teacher_{k}": v for k, v in accs.items()})

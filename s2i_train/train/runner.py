@@ -1,4 +1,4 @@
-"""What the `s2i-train judge|teacher|encoder|generator` commands do: settle the config, build the stage,
+"""What the `s2i-train judge|teacher|critics|encoder|generator` commands do: settle the config, build the stage,
 run the shared loop. The CLI is a thin layer over `train_stage`."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import torch
 
 from s2i_runtime.errors import InputError
 
+from ..checkpoint import CRITIC, critic_name
 from . import distributed
 from .config import CONFIG_FILE, TrainConfig, load_config, save_config
 from .loop import LoopResult, LoopSettings, run_stage
 from .state import latest_step
 
-STAGES = ("judge", "teacher", "encoder", "generator")
+STAGES = ("judge", "teacher", "critics", "encoder", "generator")
 
 
 def resolve_config(
@@ -38,7 +39,19 @@ def resolve_config(
     return config
 
 
+def stage_members(name: str, config: TrainConfig) -> list[str]:
+    """The trained modules behind a command: one, except `critics` (critic-1, critic-2, ...; none configured:
+    nothing to do)."""
+    if name == "critics":
+        return [critic_name(i) for i in range(1, len(config.teacher.critic_widths) + 1)]
+    return [name]
+
+
 def build_stage(name: str, config: TrainConfig, run_dir: Path):
+    if name.startswith(CRITIC + "-"):
+        from .teacher import TeacherStage
+
+        return TeacherStage(config, run_dir, member=int(name.rsplit("-", 1)[1]))
     if name == "judge":
         from .judge import JudgeStage
 
@@ -59,7 +72,12 @@ def build_stage(name: str, config: TrainConfig, run_dir: Path):
 
 
 def stage_steps(config: TrainConfig, name: str) -> int:
-    return int(getattr(config, name).steps)
+    return int(getattr(config, "teacher" if name.startswith(CRITIC + "-") else name).steps)
+
+
+def _stage_seed(config: TrainConfig, name: str) -> int:
+    """Per-step draws (augmentation) come from this seed: each critic's differ from the teacher's."""
+    return config.run.seed + (int(name.rsplit("-", 1)[1]) if name.startswith(CRITIC + "-") else 0)
 
 
 def train_stage(
@@ -72,38 +90,53 @@ def train_stage(
     resume: bool = False,
     progress: bool = True,
 ) -> LoopResult:
-    """Train one stage into `run_dir` (creating it), resuming its last checkpoint when `resume`."""
+    """Train one stage into `run_dir` (creating it), resuming its last checkpoint when `resume`. `critics`
+    trains critic-1, critic-2, ... in turn, each resumable on its own."""
     run_dir = Path(run_dir)
     distributed.init()
     try:
         config = resolve_config(run_dir, config_path, list(overrides or []), data)
-        if resume and latest_step(run_dir, name) is None:
+        members = stage_members(name, config) if name in STAGES else [name]
+        saved = [m for m in members if latest_step(run_dir, m) is not None]
+        if resume and not saved:
             raise InputError(f"{run_dir}: no saved {name} state to resume from (drop --resume to start)")
-        if not resume and latest_step(run_dir, name) is not None and distributed.is_main():
-            # A fresh start must not silently continue from, or mix with, an earlier run of the stage.
-            import shutil
-
-            shutil.rmtree(run_dir / "state" / name, ignore_errors=True)
         if config.run.threads > 0:
             torch.set_num_threads(config.run.threads)
         if distributed.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(run_dir, config)
         distributed.barrier()
-        torch.manual_seed(config.run.seed)  # model initialisation: identical on every rank
-        stage = build_stage(name, config, run_dir)
-        settings = LoopSettings(
-            steps=stage_steps(config, name),
-            log_every=config.run.log_every,
-            checkpoint_every=config.run.checkpoint_every,
-            resume=resume,
-            progress=progress,
-            seed=config.run.seed,
-        )
+        results = []
         began = time.perf_counter()
-        result = run_stage(stage, run_dir, settings)
-        if hasattr(stage, "finish") and not result.interrupted:
-            stage.finish(result)
+        for member in members:
+            member_resume = resume and member in saved
+            if not member_resume and member in saved and distributed.is_main():
+                # A fresh start must not silently continue from, or mix with, an earlier run of the stage.
+                import shutil
+
+                shutil.rmtree(run_dir / "state" / member, ignore_errors=True)
+            distributed.barrier()
+            torch.manual_seed(config.run.seed)  # model initialisation: identical on every rank
+            stage = build_stage(member, config, run_dir)
+            settings = LoopSettings(
+                steps=stage_steps(config, member),
+                log_every=config.run.log_every,
+                checkpoint_every=config.run.checkpoint_every,
+                resume=member_resume,
+                progress=progress,
+                seed=_stage_seed(config, member),
+            )
+            result = run_stage(stage, run_dir, settings)
+            if hasattr(stage, "finish") and not result.interrupted:
+                stage.finish(result)
+            results.append(result)
+            if result.interrupted:
+                break
+        if not results:
+            result = LoopResult(name, 0, 0, False, 0.0, {})
+        elif len(results) > 1:
+            result = LoopResult(name, results[0].start_step, results[-1].end_step, results[-1].interrupted, 0.0,
+                                results[-1].last_metrics)
         result.seconds = time.perf_counter() - began
         # Leave together: a rank tearing down gloo while its peer still talks to it can abort the process.
         distributed.barrier()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import TEACHER, save_module
+from ..checkpoint import TEACHER, critic_name, save_module
 from ..data import vocabulary
 from ..models import ShapesTeacher, ShapesTeacherConfig, colour_scrambled
 from .banks import load_image_bank
@@ -25,12 +25,17 @@ COLOUR_FREE = ("shape", "size", "background")
 
 
 class TeacherStage(OneCycleImageStage):
-    name = TEACHER
+    """`member` 0 is the teacher; member i > 0 is critic i: trained alike, at teacher.critic_widths[i - 1] and
+    from seed run.seed + i (its own initial weights and batch order)."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path):
+    def __init__(self, config: TrainConfig, run_dir: Path, member: int = 0):
         self.config = config
         self.cfg = config.teacher
         self.run_dir = run_dir
+        self.member = member
+        self.name = critic_name(member) if member else TEACHER
+        width = self.cfg.critic_widths[member - 1] if member else self.cfg.width
+        seed = config.run.seed + member
         size = self.cfg.image_size
         bank = load_image_bank(config.data.root, "train", (size,), run_dir)
         self.pixels = bank.pixels[size]
@@ -38,12 +43,14 @@ class TeacherStage(OneCycleImageStage):
         self.class_targets = train_class_targets(bank.class_ids)
         self.model_config = ShapesTeacherConfig(
             feature_dim=config.encoder.model.embedding_dim,
-            width=self.cfg.width,
+            width=width,
             image_size=size,
             num_classes=len(vocabulary.TRAIN_CLASSES),
             attributes=dict(ATTRIBUTE_CLASSES),
         )
-        self._set_up_training(ShapesTeacher(self.model_config), config.run.seed)
+        if member:
+            torch.manual_seed(seed)
+        self._set_up_training(ShapesTeacher(self.model_config), seed)
 
     def train_step(self, step: int) -> dict[str, float]:
         idx = torch.tensor(self.sampler.indices(step))
@@ -69,4 +76,4 @@ class TeacherStage(OneCycleImageStage):
 
     def save_outputs(self, step: int) -> None:
         summary = {"step": step, "images": len(self.pixels), "decorrelate_colour": self.cfg.decorrelate_colour}
-        save_module(self.run_dir, TEACHER, self.model.eval(), self.model_config, summary)
+        save_module(self.run_dir, self.name, self.model.eval(), self.model_config, summary)
