@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from s2i_runtime.errors import InputError
@@ -166,7 +165,6 @@ def evaluate(
         # The generator's own teacher reading the same images: far above the judge, and G has learned to
         # satisfy the teacher with images that do not show the attribute.
         teacher = load_module(run_dir, TEACHER).eval() if has_module(run_dir, TEACHER) else None
-        tsize = teacher.config.image_size if teacher is not None else 0
         teacher_hits: list[torch.Tensor] = []
         n = len(test_captions) if not limit else min(limit, len(test_captions))
         pick = torch.randperm(len(test_captions))[:n].sort().values
@@ -183,8 +181,7 @@ def evaluate(
             probs, feats = judge_read(judge, images)
             if teacher is not None:
                 with torch.no_grad():
-                    read = teacher(F.interpolate(images, size=tsize, mode="bilinear", antialias=True)
-                                   if images.shape[-1] != tsize else images).attribute_logits
+                    read = teacher(images).attribute_logits  # it resizes to its own input size
                 teacher_hits.append(torch.stack([read[a].argmax(1) for a in SPOKEN_ATTRIBUTES], 1))
             probs_all.append(probs)
             feats_all.append(feats)

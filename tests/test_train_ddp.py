@@ -36,7 +36,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-        assert len(reports) == 1 and reports[0]["end_step"] == 3, proc.stdout[-2000:]
+        assert len(reports) == 1 and reports[0]["end_step"] == 3, proc.stdout[-2000:]  # tiny: one critic
         assert (run / f"{'critic-1' if stage == 'critics' else stage}.safetensors").is_file()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     # Rank 0 alone logs: one line per step.

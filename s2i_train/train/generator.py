@@ -5,7 +5,8 @@ condition), fake; G learns to fool every scale's D, plus 2·KL of the conditioni
 is what gets saved. Semantic-consistency switches (CALIBRATION.md: without them shape stays at chance):
 `d_attribute_heads` (AC-GAN: D reads colour/shape/size/background on real images; G is asked for the
 caption's colour/shape/size on fakes) and `teacher_consistency` (the frozen teacher's attribute heads
-read the fakes, optionally shifted and mirrored: `teacher_jitter`). `novel_code_fraction` adds samples
+read the fakes, optionally shifted and mirrored: `teacher_jitter`, and blurred: `teacher_blur`; with
+`teacher.critic_widths` the critics read them too and the term is the mean over all). `novel_code_fraction` adds samples
 conditioned on attribute combinations drawn from the vocabulary, which no caption may have: they get only the
 terms that need no matching real image, so G learns every combination, not just the training pairs'. The
 encoder is frozen, so every caption's embedding is computed once up front.

@@ -134,9 +134,9 @@ def train_stage(
                 break
         if not results:
             result = LoopResult(name, 0, 0, False, 0.0, {})
-        elif len(results) > 1:
-            result = LoopResult(name, results[0].start_step, results[-1].end_step, results[-1].interrupted, 0.0,
-                                results[-1].last_metrics)
+        elif len(results) > 1:  # steps summed over the members, so seconds per step stays per step
+            result = LoopResult(name, sum(r.start_step for r in results), sum(r.end_step for r in results),
+                                results[-1].interrupted, 0.0, results[-1].last_metrics)
         result.seconds = time.perf_counter() - began
         # Leave together: a rank tearing down gloo while its peer still talks to it can abort the process.
         distributed.barrier()
