@@ -159,6 +159,12 @@ def critic_name(index: int) -> str:
     return f"{CRITIC}-{index}"
 
 
+def critic_index(name: str) -> int:
+    """The index of a critic's module name (`critic-2` -> 2); 0 for any other module."""
+    prefix = CRITIC + "-"
+    return int(name[len(prefix):]) if name.startswith(prefix) else 0
+
+
 def load_critics(run_dir: str | Path, count: int) -> list[nn.Module]:
     """Critics 1..count; a missing one is an InputError that says how to train it."""
     for index in range(1, count + 1):

@@ -131,6 +131,8 @@ def evaluate(
     all_probs_feats = _batched(lambda r: judge_read(judge, test_images.images(r, judge_size)), len(test_images), 256)
     all_real_feats = torch.cat([f for _, f in all_probs_feats])
 
+    teacher = load_module(run_dir, TEACHER).eval() if has_module(run_dir, TEACHER) else None
+
     # Encoder retrieval.
     if has_module(run_dir, ENCODER):
         encoder = load_module(run_dir, ENCODER).eval()
@@ -140,8 +142,7 @@ def evaluate(
         retrieval: dict[str, Any] = {"objective": objective}
         retrieval["speech_to_speech"] = retrieval_scores(speech.numpy(), labels, speech.numpy(), labels,
                                                          exclude_self=True)
-        if objective in ("teacher_student", "sen") and has_module(run_dir, TEACHER):
-            teacher = load_module(run_dir, TEACHER).eval()
+        if objective in ("teacher_student", "sen") and teacher is not None:
             tsize = teacher.config.image_size
             feats = torch.cat(_batched(lambda r: teacher(test_images.images(r, tsize)).features,
                                        len(test_images), 256))
@@ -162,9 +163,8 @@ def evaluate(
     # Generation.
     if gen_size is not None and speech is not None:
         generator = load_module(run_dir, GENERATOR).eval()
-        # The generator's own teacher reading the same images: far above the judge, and G has learned to
-        # satisfy the teacher with images that do not show the attribute.
-        teacher = load_module(run_dir, TEACHER).eval() if has_module(run_dir, TEACHER) else None
+        # The generator's own teacher reading the same images: where it reads far above the judge, G has
+        # learned to satisfy the teacher with images that do not show the attribute.
         teacher_hits: list[torch.Tensor] = []
         n = len(test_captions) if not limit else min(limit, len(test_captions))
         pick = torch.randperm(len(test_captions))[:n].sort().values

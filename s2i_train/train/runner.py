@@ -11,7 +11,7 @@ import torch
 
 from s2i_runtime.errors import InputError
 
-from ..checkpoint import CRITIC, critic_name
+from ..checkpoint import critic_index, critic_name
 from . import distributed
 from .config import CONFIG_FILE, TrainConfig, load_config, save_config
 from .loop import LoopResult, LoopSettings, run_stage
@@ -48,10 +48,10 @@ def stage_members(name: str, config: TrainConfig) -> list[str]:
 
 
 def build_stage(name: str, config: TrainConfig, run_dir: Path):
-    if name.startswith(CRITIC + "-"):
+    if critic_index(name):
         from .teacher import TeacherStage
 
-        return TeacherStage(config, run_dir, member=int(name.rsplit("-", 1)[1]))
+        return TeacherStage(config, run_dir, member=critic_index(name))
     if name == "judge":
         from .judge import JudgeStage
 
@@ -72,12 +72,13 @@ def build_stage(name: str, config: TrainConfig, run_dir: Path):
 
 
 def stage_steps(config: TrainConfig, name: str) -> int:
-    return int(getattr(config, "teacher" if name.startswith(CRITIC + "-") else name).steps)
+    return int(getattr(config, "teacher" if critic_index(name) else name).steps)
 
 
 def _stage_seed(config: TrainConfig, name: str) -> int:
-    """Per-step draws (augmentation) come from this seed: each critic's differ from the teacher's."""
-    return config.run.seed + (int(name.rsplit("-", 1)[1]) if name.startswith(CRITIC + "-") else 0)
+    """Initial weights and per-step draws come from this seed: critic i's from run.seed + i, so each differs
+    from the teacher's."""
+    return config.run.seed + critic_index(name)
 
 
 def train_stage(
@@ -96,7 +97,7 @@ def train_stage(
     distributed.init()
     try:
         config = resolve_config(run_dir, config_path, list(overrides or []), data)
-        members = stage_members(name, config) if name in STAGES else [name]
+        members = stage_members(name, config)
         saved = [m for m in members if latest_step(run_dir, m) is not None]
         if resume and not saved:
             raise InputError(f"{run_dir}: no saved {name} state to resume from (drop --resume to start)")
@@ -116,7 +117,7 @@ def train_stage(
 
                 shutil.rmtree(run_dir / "state" / member, ignore_errors=True)
             distributed.barrier()
-            torch.manual_seed(config.run.seed)  # model initialisation: identical on every rank
+            torch.manual_seed(_stage_seed(config, member))  # model initialisation: identical on every rank
             stage = build_stage(member, config, run_dir)
             settings = LoopSettings(
                 steps=stage_steps(config, member),

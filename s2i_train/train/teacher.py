@@ -26,7 +26,7 @@ COLOUR_FREE = ("shape", "size", "background")
 
 class TeacherStage(OneCycleImageStage):
     """`member` 0 is the teacher; member i > 0 is critic i: trained alike, at teacher.critic_widths[i - 1] and
-    from seed run.seed + i (its own initial weights and batch order)."""
+    from seed run.seed + i (its own batch order; the runner seeds its initial weights the same way)."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, member: int = 0):
         self.config = config
@@ -35,7 +35,6 @@ class TeacherStage(OneCycleImageStage):
         self.member = member
         self.name = critic_name(member) if member else TEACHER
         width = self.cfg.critic_widths[member - 1] if member else self.cfg.width
-        seed = config.run.seed + member
         size = self.cfg.image_size
         bank = load_image_bank(config.data.root, "train", (size,), run_dir)
         self.pixels = bank.pixels[size]
@@ -48,9 +47,7 @@ class TeacherStage(OneCycleImageStage):
             num_classes=len(vocabulary.TRAIN_CLASSES),
             attributes=dict(ATTRIBUTE_CLASSES),
         )
-        if member:
-            torch.manual_seed(seed)
-        self._set_up_training(ShapesTeacher(self.model_config), seed)
+        self._set_up_training(ShapesTeacher(self.model_config), config.run.seed + member)
 
     def train_step(self, step: int) -> dict[str, float]:
         idx = torch.tensor(self.sampler.indices(step))
