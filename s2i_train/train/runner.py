@@ -3,6 +3,7 @@ run the shared loop. The CLI is a thin layer over `train_stage`."""
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -117,19 +118,7 @@ def train_stage(
 
                 shutil.rmtree(run_dir / "state" / member, ignore_errors=True)
             distributed.barrier()
-            torch.manual_seed(_stage_seed(config, member))  # model initialisation: identical on every rank
-            stage = build_stage(member, config, run_dir)
-            settings = LoopSettings(
-                steps=stage_steps(config, member),
-                log_every=config.run.log_every,
-                checkpoint_every=config.run.checkpoint_every,
-                resume=member_resume,
-                progress=progress,
-                seed=_stage_seed(config, member),
-            )
-            result = run_stage(stage, run_dir, settings)
-            if hasattr(stage, "finish") and not result.interrupted:
-                stage.finish(result)
+            result = _train_member(member, config, run_dir, member_resume, progress)
             results.append(result)
             if result.interrupted:
                 break
@@ -143,4 +132,25 @@ def train_stage(
         distributed.barrier()
         return result
     finally:
+        # DistributedDataParallel wrappers sit in reference cycles that hold the process group; left to the
+        # collector at interpreter exit, gloo's threads die with the interpreter half torn down (SIGABRT).
+        gc.collect()
         distributed.shutdown()
+
+
+def _train_member(member: str, config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> LoopResult:
+    """Build one member's stage and run the loop; the stage goes out of scope on return."""
+    torch.manual_seed(_stage_seed(config, member))  # model initialisation: identical on every rank
+    stage = build_stage(member, config, run_dir)
+    settings = LoopSettings(
+        steps=stage_steps(config, member),
+        log_every=config.run.log_every,
+        checkpoint_every=config.run.checkpoint_every,
+        resume=resume,
+        progress=progress,
+        seed=_stage_seed(config, member),
+    )
+    result = run_stage(stage, run_dir, settings)
+    if hasattr(stage, "finish") and not result.interrupted:
+        stage.finish(result)
+    return result
