@@ -51,6 +51,17 @@ def test_same_colour_wrong_images_differ_only_in_shape(tiny):
     assert torch.equal(some, again)
 
 
+def test_partners_share_the_given_attributes_and_are_other_images(tiny):
+    bank = load_image_bank(tiny, "train", (64,))
+    rows = torch.arange(len(bank))
+    partners = bank.partner_indices(rows, (0, 1, 2), torch.Generator().manual_seed(0))
+    assert (bank.attributes[partners, :3] == bank.attributes[rows, :3]).all()
+    alone = torch.tensor([(bank.attributes[:, :3] == bank.attributes[r, :3]).all(dim=1).sum() == 1 for r in rows])
+    assert torch.equal(partners == rows, alone)  # itself only when no other image matches
+    assert not alone.all()
+    assert torch.equal(partners, bank.partner_indices(rows, (0, 1, 2), torch.Generator().manual_seed(0)))
+
+
 def test_caption_batch_pads_with_the_floor_and_keeps_lengths(tiny):
     images = load_image_bank(tiny, "test", (64,))
     captions = load_caption_bank(tiny, "test", images)

@@ -109,6 +109,20 @@ class ImageBank:
                 picks[row] = candidates[torch.randint(len(candidates), (1,), generator=generator)]
         return picks
 
+    def partner_indices(self, indices, columns: tuple[int, ...], generator: torch.Generator | None = None
+                        ) -> torch.Tensor:
+        """For each index, another image that agrees with it on the attribute `columns` (itself when it is the
+        only one): the real half of the pair discriminator's pairs."""
+        indices = torch.as_tensor(indices)
+        keys = self.attributes[:, list(columns)]
+        picks = indices.clone()
+        for row, image in enumerate(indices.tolist()):
+            candidates = torch.nonzero((keys == keys[image]).all(dim=1)).flatten()
+            candidates = candidates[candidates != image]
+            if len(candidates):
+                picks[row] = candidates[torch.randint(len(candidates), (1,), generator=generator)]
+        return picks
+
 
 @dataclass
 class CaptionBank:

@@ -120,6 +120,10 @@ class GeneratorTrainConfig:
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
     # asked to keep their images apart. 0 = off (the default model trained without it).
     mode_seeking_weight: float = 0.0
+    # Pair discriminator (conditional PacGAN): D also judges pairs of images of one description - two real images
+    # with the caption's colour, shape and size, or two samples of one caption with different z - and G is asked
+    # to make its pairs pass. 0 = off.
+    pair_weight: float = 0.0
     # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
     # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.

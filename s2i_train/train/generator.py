@@ -90,7 +90,7 @@ class GeneratorStage:
                                    tuple(self.model_config.attribute_code))
         heads = dict(ATTRIBUTE_CLASSES) if cfg.d_attribute_heads else None
         self.discriminators = build_discriminators(self.sizes, ndf=cfg.ndf, condition_dim=self.model_config.ca_dim,
-                                                   attributes=heads)
+                                                   attributes=heads, pair_head=cfg.pair_weight > 0)
         distributed.broadcast_module(self.generator)
         distributed.broadcast_module(self.discriminators)
         self.ema = EMA(self.generator, decay=cfg.ema_decay)
@@ -106,11 +106,16 @@ class GeneratorStage:
         cfg = self.cfg
         idx = torch.tensor(self.sampler.indices(step))
         half = len(idx) // 2
-        if cfg.mode_seeking_weight > 0 and half:
+        paired = (cfg.mode_seeking_weight > 0 or cfg.pair_weight > 0) and half > 0
+        if paired:
             idx[half : 2 * half] = idx[:half]  # pairs (i, i + half) share a caption, not z
         rows = self.captions.image_index[idx]
         wrong_rows = self.images.same_colour_wrong_indices(rows, cfg.wrong_same_colour_fraction,
                                                            self.step_generator(step, stream=2))
+        pairs = cfg.pair_weight > 0 and paired
+        if pairs:  # real pairs: each caption's image and another with its colour, shape and size
+            spoken = tuple(ATTRIBUTES.index(n) for n in SPOKEN_ATTRIBUTES)
+            partner_rows = self.images.partner_indices(rows[:half], spoken, self.step_generator(step, stream=4))
         embedding = self.embeddings[idx]
         labels = self.captions.attributes[idx]
         real_labels = self.images.attributes[rows]
@@ -138,14 +143,20 @@ class GeneratorStage:
 
         # Discriminators, one per scale.
         for i, (size, disc, opt) in enumerate(zip(self.sizes, self.discriminators, self.opt_d, strict=True)):
-            real = self.images.images(rows, size)
-            wrong = self.images.images(wrong_rows, size)
-            real_out = disc(real, mu[captions])
-            wrong_out = disc(wrong, mu[captions])
-            fake_out = disc(out.images[i].detach(), mu)
+            real_code = disc.encode(self.images.images(rows, size))
+            real_out = disc.heads(real_code, mu[captions])
+            wrong_out = disc(self.images.images(wrong_rows, size), mu[captions])
+            fake_code = disc.encode(out.images[i].detach())
+            fake_out = disc.heads(fake_code, mu)
             d_loss, _ = losses.discriminator_loss(real_out, fake_out.rows(captions), wrong_out)
             if novel_weight > 0:
                 d_loss = d_loss + novel_weight * losses.unconditional_loss(fake_out.rows(novel), real=False)
+            if pairs:
+                partner_code = disc.encode(self.images.images(partner_rows, size))
+                pair_real = losses.pair_loss(disc.pair_logits(real_code[:half], partner_code), real=True)
+                pair_fake = losses.pair_loss(disc.pair_logits(fake_code[:half], fake_code[half : 2 * half]), real=False)
+                d_loss = d_loss + cfg.pair_weight * (pair_real + pair_fake)
+                figures[f"d{size}_pair"] = (pair_real + pair_fake).item()
             if cfg.d_attribute_heads:
                 attr, accs = attribute_loss(real_out.attribute_logits, real_labels, ATTRIBUTES)
                 d_loss = d_loss + cfg.d_attribute_weight * attr
@@ -159,15 +170,20 @@ class GeneratorStage:
         # Generator.
         g_loss = torch.zeros(())
         for i, disc in enumerate(self.discriminators):
-            fake_out = disc(out.images[i], out.mu)
+            fake_code = disc.encode(out.images[i])
+            fake_out = disc.heads(fake_code, out.mu)
             g_loss = g_loss + losses.generator_adversarial_loss(fake_out.rows(captions))
+            if pairs:
+                pair = losses.pair_loss(disc.pair_logits(fake_code[:half], fake_code[half : 2 * half]), real=True)
+                g_loss = g_loss + cfg.pair_weight * pair
+                figures["g_pair"] = pair.item()
             if novel_weight > 0:
                 g_loss = g_loss + novel_weight * losses.unconditional_loss(fake_out.rows(novel), real=True)
             if cfg.d_attribute_heads:
                 attr, _ = attribute_loss(fake_out.attribute_logits, labels, SPOKEN_ATTRIBUTES)
                 g_loss = g_loss + cfg.d_attribute_weight * attr
                 figures["g_d_attr"] = attr.item()
-        if cfg.mode_seeking_weight > 0 and half:
+        if cfg.mode_seeking_weight > 0 and paired:
             image_gap = (out.images[-1][:half] - out.images[-1][half : 2 * half]).abs().mean(dim=(1, 2, 3))
             z_gap = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
             mode_seeking = 1.0 / ((image_gap / z_gap).mean() + 1e-5)
