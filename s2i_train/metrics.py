@@ -105,12 +105,14 @@ def linear_probe_accuracy(
 def fit_softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-3
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression, L-BFGS on the L2-regularised mean cross-entropy (deterministic):
-    weights (D, classes) and biases (classes,) with logits = x @ w + b."""
+    weights (D, classes) and biases (classes,) with logits = x @ w + b. `y` is (n,) labels or (n, classes)
+    target probabilities."""
     from scipy.optimize import minimize
     from scipy.special import log_softmax
 
     x = np.asarray(x, dtype=np.float64)
-    onehot = np.eye(classes)[np.asarray(y)]
+    y = np.asarray(y)
+    onehot = np.eye(classes)[y] if y.ndim == 1 else y.astype(np.float64)
     n, d = x.shape
 
     def loss_and_grad(flat):

@@ -74,6 +74,20 @@ def test_captions_name_the_attributes(tiny_shapes):
         assert c["attributes"] == vocabulary.attribute_labels(c["colour"], c["shape"], c["size"], c["background"])
 
 
+def test_a_caption_names_its_background_exactly_when_its_template_does():
+    from s2i_train.data.captions import TEMPLATES, make_caption, names_background
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(400):
+        text, template = make_caption(rng, "red", "star", "small", "dark")
+        assert names_background(text) == ("{background}" in TEMPLATES[template]), text
+        seen.add(template)
+    assert seen == set(range(len(TEMPLATES)))
+    assert names_background("A small red star on a Dark background")
+    assert not names_background("A large disc coloured red") and not names_background("noise")
+
+
 def test_regenerating_gives_identical_bytes(tiny_shapes, tmp_path):
     config = shapes.ShapesConfig(images_per_class=2, captions_per_image=1, image_size=64, seed=3)
     jobs = [(str(tmp_path), name, config.__dict__) for name in ("pink_hexagon", "blue_square", "red_circle")]

@@ -62,6 +62,16 @@ def test_partners_share_the_given_attributes_and_are_other_images(tiny):
     assert torch.equal(partners, bank.partner_indices(rows, (0, 1, 2), torch.Generator().manual_seed(0)))
 
 
+def test_captions_say_which_attributes_they_name(tiny):
+    images = load_image_bank(tiny, "test", (64,))
+    captions = load_caption_bank(tiny, "test", images)
+    assert captions.spoken.shape == (len(captions), 4) and captions.spoken[:, :3].all()
+    from s2i_train.data.captions import names_background
+
+    assert captions.spoken[:, 3].tolist() == [names_background(r["text"]) for r in captions.records]
+    assert 0 < captions.spoken[:, 3].sum() < len(captions)
+
+
 def test_caption_batch_pads_with_the_floor_and_keeps_lengths(tiny):
     images = load_image_bank(tiny, "test", (64,))
     captions = load_caption_bank(tiny, "test", images)

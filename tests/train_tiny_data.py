@@ -1,5 +1,6 @@
 """A tiny Spoken-Shapes folder for training tests, written in well under a second: real rendered images,
-but noise bursts instead of espeak speech (the loops only need audio of some length, not words)."""
+but noise bursts instead of espeak speech (the loops only need audio of some length, not words). The caption
+text is what the real dataset would say, for what reads it (whether the background is named)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s2i_train.data import render, vocabulary
+from s2i_train.data import captions, render, vocabulary
 
 
 def _wav(samples: np.ndarray) -> bytes:
@@ -25,6 +26,7 @@ def _wav(samples: np.ndarray) -> bytes:
 
 def make_tiny_shapes(root: Path, images_per_class: int = 2, size: int = 64, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
+    text_rng = np.random.default_rng(seed + 1)  # its own stream: the images and audio stay as they were
     records = []
     for shape_class in vocabulary.CLASSES:
         split = vocabulary.split_of(shape_class.name)
@@ -41,7 +43,8 @@ def make_tiny_shapes(root: Path, images_per_class: int = 2, size: int = 64, seed
             records.append({
                 "key": key, "caption_index": 0, "split": split, "class": shape_class.name,
                 "class_id": shape_class.class_id, "image": f"images/{key}.png", "audio": f"audio/{key}_0.wav",
-                "text": "noise", "voice": "none",
+                "text": captions.make_caption(text_rng, spec.colour, spec.shape, spec.size, spec.background)[0],
+                "voice": "none",
                 "attributes": vocabulary.attribute_labels(spec.colour, spec.shape, spec.size, spec.background),
             })
     (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

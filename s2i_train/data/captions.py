@@ -3,6 +3,8 @@ evaluation only; no model reads it."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # Every template names size, colour and shape; some also name the background.
@@ -43,6 +45,12 @@ SHAPE_WORDS: dict[str, tuple[str, ...]] = {
     "hexagon": ("hexagon",),
 }
 BACKGROUND_WORDS: dict[str, tuple[str, ...]] = {"light": ("light", "pale", "bright"), "dark": ("dark", "dim")}
+
+
+def names_background(text: str) -> bool:
+    """Whether a caption says its background: half the templates do, and the other half leave it open."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    return any(word in words for options in BACKGROUND_WORDS.values() for word in options)
 
 
 def article(word: str) -> str:

@@ -23,6 +23,8 @@ from s2i_runtime.errors import InputError
 from s2i_runtime.frontend import FrontendSpec, logmel
 from s2i_runtime.fsutil import atomic_path
 
+from ..data.captions import names_background
+
 ATTRIBUTES = ("colour", "shape", "size", "background")
 CACHE_DIR = "cache"
 
@@ -138,6 +140,7 @@ class CaptionBank:
     records: list[dict]  # the captions.jsonl rows (text, voice, ...), for evaluation and humans
     pad_value: float
     min_frames: int
+    spoken: torch.Tensor  # (N, 4) bool: which ATTRIBUTES the caption names (the background only sometimes)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -211,8 +214,10 @@ def load_caption_bank(
     class_ids = torch.tensor([r["class_id"] for r in records], dtype=torch.long)
     lengths = cached["lengths"]
     offsets = torch.cumsum(lengths, 0) - lengths
+    spoken = torch.ones(len(records), len(ATTRIBUTES), dtype=torch.bool)
+    spoken[:, ATTRIBUTES.index("background")] = torch.tensor([names_background(r["text"]) for r in records])
     return CaptionBank(cached["frames"], offsets, lengths, image_index, attributes, class_ids, records,
-                       spec.pad_value, spec.min_frames)
+                       spec.pad_value, spec.min_frames, spoken)
 
 
 @torch.no_grad()

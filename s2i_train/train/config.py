@@ -124,6 +124,9 @@ class GeneratorTrainConfig:
     # with the caption's colour, shape and size, or two samples of one caption with different z - and G is asked
     # to make its pairs pass. 0 = off.
     pair_weight: float = 0.0
+    # The attribute code leaves what a caption does not say (the background, in half the templates) at uniform
+    # probabilities, so G may draw any background for it. false = read-outs fitted to the image's labels.
+    open_unspoken: bool = False
     # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
     # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.
