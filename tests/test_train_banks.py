@@ -7,6 +7,7 @@ from train_tiny_data import make_tiny_shapes
 from s2i_runtime.errors import InputError
 from s2i_runtime.frontend import FrontendSpec
 from s2i_train.data import vocabulary
+from s2i_train.data.captions import names_background
 from s2i_train.train.banks import load_caption_bank, load_image_bank
 from s2i_train.train.judge import judge_holdout
 
@@ -66,8 +67,6 @@ def test_captions_say_which_attributes_they_name(tiny):
     images = load_image_bank(tiny, "test", (64,))
     captions = load_caption_bank(tiny, "test", images)
     assert captions.spoken.shape == (len(captions), 4) and captions.spoken[:, :3].all()
-    from s2i_train.data.captions import names_background
-
     assert captions.spoken[:, 3].tolist() == [names_background(r["text"]) for r in captions.records]
     assert 0 < captions.spoken[:, 3].sum() < len(captions)
 

@@ -1,5 +1,5 @@
 """Caption text for Spoken-Shapes: templates and synonyms. Text is for speech synthesis, humans and
-evaluation only; no model reads it."""
+evaluation; no model reads it (training only asks it whether the background is named)."""
 
 from __future__ import annotations
 

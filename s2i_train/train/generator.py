@@ -58,15 +58,18 @@ def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, c
     weights, biases = [], []
     for column, classes in enumerate(code):
         targets = F.one_hot(labels[:, column], classes).double()
-        if spoken is not None:
+        sharpness = READOUT_SHARPNESS
+        if spoken is not None and not bool(spoken[:, column].all()):
             targets[~spoken[:, column]] = 1.0 / classes
-        open_block = spoken is not None and not bool(spoken[:, column].all())
-        # Sharpening would turn "either" (logits a hair apart) back into a confident guess.
-        sharpness = 1.0 if open_block else READOUT_SHARPNESS
+            sharpness = 1.0  # sharpening would turn "either" (logits a hair apart) back into a confident guess
         w, b = fit_softmax_regression(x, targets.numpy(), classes)
         weights.append(torch.from_numpy(w.T * sharpness).float())
         biases.append(torch.from_numpy(b * sharpness).float())
     ca.set_readouts(weights, biases)
+
+
+# Columns of ATTRIBUTES that every caption names: what a real pair must share.
+SPOKEN_COLUMNS = tuple(ATTRIBUTES.index(name) for name in SPOKEN_ATTRIBUTES)
 
 
 class GeneratorStage:
@@ -124,8 +127,7 @@ class GeneratorStage:
                                                            self.step_generator(step, stream=2))
         pairs = cfg.pair_weight > 0 and paired
         if pairs:  # real pairs: each caption's image and another with its colour, shape and size
-            spoken = tuple(ATTRIBUTES.index(n) for n in SPOKEN_ATTRIBUTES)
-            partner_rows = self.images.partner_indices(rows[:half], spoken, self.step_generator(step, stream=4))
+            partner_rows = self.images.partner_indices(rows[:half], SPOKEN_COLUMNS, self.step_generator(step, stream=4))
         embedding = self.embeddings[idx]
         labels = self.captions.attributes[idx]
         real_labels = self.images.attributes[rows]
@@ -165,8 +167,9 @@ class GeneratorStage:
                 partner_code = disc.encode(self.images.images(partner_rows, size))
                 pair_real = losses.pair_loss(disc.pair_logits(real_code[:half], partner_code), real=True)
                 pair_fake = losses.pair_loss(disc.pair_logits(fake_code[:half], fake_code[half : 2 * half]), real=False)
-                d_loss = d_loss + cfg.pair_weight * (pair_real + pair_fake)
-                figures[f"d{size}_pair"] = (pair_real + pair_fake).item()
+                pair = pair_real + pair_fake
+                d_loss = d_loss + cfg.pair_weight * pair
+                figures[f"d{size}_pair"] = pair.item()
             if cfg.d_attribute_heads:
                 attr, accs = attribute_loss(real_out.attribute_logits, real_labels, ATTRIBUTES)
                 d_loss = d_loss + cfg.d_attribute_weight * attr
