@@ -196,6 +196,8 @@ def evaluate(
         correct = torch.stack([probs[a].argmax(1) == labels[:, ATTRIBUTES.index(a)]
                                for a in ("colour", "shape", "size")]).all(0)
         size_small = labels[:, ATTRIBUTES.index("size")] == 0
+        background_hits = probs["background"].argmax(1) == labels[:, ATTRIBUTES.index("background")]
+        background_named = test_captions.spoken[pick, ATTRIBUTES.index("background")].repeat_interleave(k, 0)
         teacher_accuracy = {}
         if teacher_hits:
             hits = torch.cat(teacher_hits)
@@ -207,6 +209,9 @@ def evaluate(
             "judge_accuracy": accuracy,
             "judge_all_three_correct": float(correct.float().mean()),
             "teacher_accuracy": teacher_accuracy,
+            # The background is only asked for where the caption names it.
+            "judge_background_where_named": (float(background_hits[background_named].float().mean())
+                                             if background_named.any() else None),
             "judge_shape_by_size": {
                 "small": float((probs["shape"].argmax(1) == labels[:, 1])[size_small].float().mean()),
                 "large": float((probs["shape"].argmax(1) == labels[:, 1])[~size_small].float().mean()),
@@ -233,6 +238,25 @@ def evaluate(
         size_col = ATTRIBUTES.index("size")
         real_sized = [all_real_feats[(test_images.class_ids == c) & (test_images.attributes[:, size_col] == s)].numpy()
                       for c in test_images.class_ids.unique() for s in (0, 1)]
+        # The fairest reference: real images that match everything the caption says (its class and size, and
+        # its background where it names one); a model that draws exactly what it is told scores 1 here.
+        bg_col = ATTRIBUTES.index("background")
+        named_bg = test_captions.spoken[pick, bg_col]
+        match_div = {}
+
+        def matched_real_diversity(caption: int, named: bool) -> float:
+            attrs = test_captions.attributes[caption]
+            key = (int(test_captions.class_ids[caption]), int(attrs[size_col]), int(attrs[bg_col]) if named else -1)
+            if key not in match_div:
+                same = (test_images.class_ids == key[0]) & (test_images.attributes[:, size_col] == key[1])
+                if named:
+                    same &= test_images.attributes[:, bg_col] == key[2]
+                match_div[key] = mean_pairwise_distance([all_real_feats[same].numpy()])
+            return match_div[key]
+
+        matched = np.array([matched_real_diversity(int(c), bool(b)) for c, b in zip(pick, named_bg, strict=True)])
+        own = np.array([mean_pairwise_distance([g]) for g in groups])
+        open_bg = ~named_bg.numpy()
         generated_div = mean_pairwise_distance(groups)
         correct_div = mean_pairwise_distance(good)
         real_div = mean_pairwise_distance(real_groups)
@@ -245,6 +269,10 @@ def evaluate(
             "ratio": generated_div / real_div if real_div else None,
             "ratio_correct_only": correct_div / real_div if real_div else None,
             "ratio_vs_same_size": generated_div / real_sized_div if real_sized_div else None,
+            "real_matching_caption": float(matched.mean()),
+            "ratio_vs_matching_caption": float(own.mean() / matched.mean()) if matched.mean() else None,
+            "ratio_vs_matching_caption_open_background": (float(own[open_bg].mean() / matched[open_bg].mean())
+                                                          if open_bg.any() and matched[open_bg].mean() else None),
         }
         # Grid: one row per held-out class.
         classes = sorted(grid_samples)[: max(ecfg.grid_rows, 1) * 2]
@@ -301,13 +329,16 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     if gen:
         acc = gen["judge_accuracy"]
         lines.append("judge on generated: " + ", ".join(f"{a} {acc[a]:.3f}" for a in ATTRIBUTES)
-                     + f"; all three {gen['judge_all_three_correct']:.3f}")
+                     + f"; all three {gen['judge_all_three_correct']:.3f};"
+                     f" background where named {gen['judge_background_where_named'] or 0:.3f}")
         if gen.get("teacher_accuracy"):
             lines.append("teacher on the same images (what G was trained to satisfy): "
                          + ", ".join(f"{a} {v:.3f}" for a, v in gen["teacher_accuracy"].items()))
         d = result["diversity"]
         lines.append(f"diversity vs real same class {d['ratio']:.3f} (correct only {d['ratio_correct_only'] or 0:.3f}),"
-                     f" vs real same class and size {d['ratio_vs_same_size'] or 0:.3f}")
+                     f" vs real same class and size {d['ratio_vs_same_size'] or 0:.3f},"
+                     f" vs real matching the caption {d['ratio_vs_matching_caption'] or 0:.3f}"
+                     f" (background left open: {d['ratio_vs_matching_caption_open_background'] or 0:.3f})")
         lines.append(f"judge-FID {result['judge_fid']:.2f} (real halves {result['judge_fid_real_halves']:.2f}), "
                      f"judge-IS {result['judge_is']:.2f} (real {result['judge_is_real']:.2f})")
         lines.append(f"grid: {result['grid']}")

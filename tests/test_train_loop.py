@@ -1,6 +1,7 @@
 """Tiny end-to-end training: every stage, exact resume, SIGINT, evaluation, and the CLI's error contract."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -184,6 +185,10 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in gen["teacher_accuracy"].values())
     for key in ("judge_fid", "judge_is", "diversity"):
         assert key in result
+    named = gen["judge_background_where_named"]
+    assert named is None or 0.0 <= named <= 1.0
+    diversity = result["diversity"]
+    assert diversity["real_matching_caption"] > 0 and diversity["ratio_vs_matching_caption"] >= 0
     assert (run / "eval.json").is_file() and (run / "eval_grid.png").is_file()
 
 
@@ -278,3 +283,23 @@ def test_novel_codes_are_drawn_per_step_and_need_a_code_only_condition(base_run,
     assert result.stderr.strip().splitlines() == [
         "error: generator.novel_code_fraction needs generator.model.attribute_code and "
         "generator.model.condition_on_embedding = false"]
+
+
+@pytest.mark.slow
+def test_background_head_and_background_term_train(base_run, tmp_path):
+    run = _copy(base_run, tmp_path, "background")
+    encoded = train_stage("encoder", run, overrides=["encoder.background_head=true"], progress=False)
+    assert 0.0 <= encoded.last_metrics["acc_background"] <= 1.0
+    spread = ["generator.open_unspoken=true", "generator.background_weight=1.0"]
+    result = train_stage("generator", run, overrides=spread, progress=False)
+    assert result.end_step == 3 and math.isfinite(result.last_metrics["g_background"])
+    assert result.last_metrics["g_background"] >= 0.0
+    closed = _cli("generator", "--run", str(run), "--set", "generator.open_unspoken=false")
+    assert closed.returncode == 2
+    assert closed.stderr.strip().splitlines() == [
+        "error: generator.background_weight needs generator.open_unspoken = true and "
+        "generator.teacher_consistency = true"]
+    headless = _cli("encoder", "--run", str(run), "--set", "encoder.background_head=true",
+                    "--set", "encoder.attribute_weight=0")
+    assert headless.returncode == 2
+    assert headless.stderr.strip().splitlines() == ["error: encoder.background_head needs encoder.attribute_weight > 0"]

@@ -92,6 +92,11 @@ class EncoderTrainConfig:
     # training class, so the encoder can learn 48 whole-class patterns and misread an unseen colour-shape
     # pair; naming each attribute separately pushes it to encode the words independently. 0 = off.
     attribute_weight: float = 0.0
+    # With the attribute heads, a background head too, with three answers: dark, light, or not said. The
+    # teacher-student target carries the image's background even where the caption leaves it open, so
+    # without this the embedding holds the background word weakly (a read-out of it was right on 0.75 of the
+    # held-out captions that name it) and guesses the unsaid one from the voice.
+    background_head: bool = False
     augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
     model: SpeechEncoderConfig = dataclasses.field(default_factory=SpeechEncoderConfig)
 
@@ -127,6 +132,11 @@ class GeneratorTrainConfig:
     # The attribute code leaves what a caption does not say (the background, in half the templates) at uniform
     # probabilities, so G may draw any background for it. false = read-outs fitted to the image's labels.
     open_unspoken: bool = False
+    # The background follows the speech: the teacher and its critics must read the named background where the
+    # caption (or a novel code) names it, and where it is left open two samples of the caption (different z)
+    # should show different backgrounds (losses.open_attribute_spread_loss). Without it G drew one background
+    # for every z of an utterance (issue #4 note). Needs open_unspoken and teacher_consistency. 0 = off.
+    background_weight: float = 0.0
     # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
     # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.

@@ -23,7 +23,7 @@ from ..data import vocabulary
 from ..models import build_speech_encoder
 from . import distributed
 from .augment import spec_augment
-from .banks import load_caption_bank, load_image_bank
+from .banks import ATTRIBUTES, load_caption_bank, load_image_bank
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .loop import StepSampler
@@ -97,9 +97,15 @@ class EncoderStage:
         if cfg.objective in ("classifier", "sen"):
             self.head = nn.Linear(dim, len(vocabulary.TRAIN_CLASSES))
         attribute_heads = None
+        if cfg.background_head and cfg.attribute_weight <= 0:
+            from s2i_runtime.errors import InputError
+
+            raise InputError("encoder.background_head needs encoder.attribute_weight > 0")
         if cfg.attribute_weight > 0:
             attribute_heads = nn.ModuleDict({name: nn.Linear(dim, ATTRIBUTE_CLASSES[name])
                                              for name in SPOKEN_ATTRIBUTES})
+            if cfg.background_head:  # the last class is "not said"
+                attribute_heads["background"] = nn.Linear(dim, ATTRIBUTE_CLASSES["background"] + 1)
         self.trainable = EncoderWithHead(self.model, self.head, attribute_heads)
         distributed.broadcast_module(self.trainable)
         self.trained = distributed.wrap(self.trainable)
@@ -140,7 +146,14 @@ class EncoderStage:
             loss = matching + distinctive
             figures.update(matching=matching.item(), distinctive=distinctive.item())
         if attribute_logits is not None:
-            spoken, accs = attribute_loss(attribute_logits, self.captions.attributes[idx], SPOKEN_ATTRIBUTES)
+            labels = self.captions.attributes[idx]
+            names = SPOKEN_ATTRIBUTES
+            if "background" in attribute_logits:
+                names = (*SPOKEN_ATTRIBUTES, "background")
+                column = ATTRIBUTES.index("background")
+                labels = labels.clone()
+                labels[~self.captions.spoken[idx, column], column] = ATTRIBUTE_CLASSES["background"]
+            spoken, accs = attribute_loss(attribute_logits, labels, names)
             loss = loss + self.cfg.attribute_weight * spoken
             figures.update(attributes=spoken.item(), **accs)
         self.opt.zero_grad(set_to_none=True)

@@ -97,6 +97,9 @@ class GeneratorStage:
                                             or not self.model_config.attribute_code):
             raise InputError("generator.novel_code_fraction needs generator.model.attribute_code and "
                              "generator.model.condition_on_embedding = false")
+        if cfg.background_weight > 0 and not (cfg.open_unspoken and cfg.teacher_consistency):
+            raise InputError("generator.background_weight needs generator.open_unspoken = true and "
+                             "generator.teacher_consistency = true")
         if self.model_config.attribute_code:
             fit_attribute_readouts(self.generator.ca, self.embeddings, self.captions.attributes,
                                    tuple(self.model_config.attribute_code),
@@ -119,7 +122,7 @@ class GeneratorStage:
         cfg = self.cfg
         idx = torch.tensor(self.sampler.indices(step))
         half = len(idx) // 2
-        paired = (cfg.mode_seeking_weight > 0 or cfg.pair_weight > 0) and half > 0
+        paired = (cfg.mode_seeking_weight > 0 or cfg.pair_weight > 0 or cfg.background_weight > 0) and half > 0
         if paired:
             idx[half : 2 * half] = idx[:half]  # pairs (i, i + half) share a caption, not z
         rows = self.captions.image_index[idx]
@@ -211,12 +214,14 @@ class GeneratorStage:
             if cfg.teacher_blur > 0:
                 seen = blur_images(seen, cfg.teacher_blur, self.step_generator(step, stream=3))
             read = self.teacher(seen)
+            readers = [read.attribute_logits] + [critic(seen).attribute_logits for critic in self.critics]
             targets = attribute_labels(labels, SPOKEN_ATTRIBUTES)
             # The mean over the teacher and its critics: one scale whatever their number.
-            consistency = losses.teacher_consistency_loss(read.attribute_logits, targets)
-            for critic in self.critics:
-                consistency = consistency + losses.teacher_consistency_loss(critic(seen).attribute_logits, targets)
-            consistency = consistency / (1 + len(self.critics))
+            consistency = sum(losses.teacher_consistency_loss(logits, targets) for logits in readers) / len(readers)
+            if cfg.background_weight > 0:
+                background = self.background_loss(readers, labels, idx, half if paired else 0)
+                g_loss = g_loss + cfg.background_weight * background
+                figures["g_background"] = background.item()
             accs = {f"acc_{n}": float((read.attribute_logits[n].argmax(1) == t).float().mean())
                     for n, t in targets.items()}
             g_loss = g_loss + cfg.teacher_consistency_weight * consistency
@@ -232,6 +237,25 @@ class GeneratorStage:
         figures["g"] = g_loss.item()
         figures["kl"] = kl.item()
         return figures
+
+    def background_loss(self, readers: list[dict[str, torch.Tensor]], labels: torch.Tensor, idx: torch.Tensor,
+                        half: int) -> torch.Tensor:
+        """The background term, mean over the readers (teacher, critics): cross-entropy to the named background
+        on rows that name one (novel codes always do), the spread loss on the pairs (i, i + half) whose caption
+        leaves it open."""
+        column = ATTRIBUTES.index("background")
+        named = torch.ones(len(labels), dtype=torch.bool)
+        named[: len(idx)] = self.captions.spoken[idx, column]
+        open_pairs = torch.nonzero(~named[:half]).flatten()
+        targets = attribute_labels(labels, ("background",), named)
+        total = torch.zeros(())
+        for logits in readers:
+            if bool(named.any()):
+                total = total + losses.attribute_loss({"background": logits["background"]}, targets)
+            if len(open_pairs):
+                total = total + losses.open_attribute_spread_loss(logits["background"][open_pairs],
+                                                                  logits["background"][open_pairs + half])
+        return total / len(readers)
 
     def novel_labels(self, step: int) -> torch.Tensor:
         """(n, 4) labels in ATTRIBUTES order drawn uniformly for the novel codes; a pure function of
