@@ -92,11 +92,11 @@ class EncoderTrainConfig:
     # training class, so the encoder can learn 48 whole-class patterns and misread an unseen colour-shape
     # pair; naming each attribute separately pushes it to encode the words independently. 0 = off.
     attribute_weight: float = 0.0
-    # With the attribute heads, a background head too, with three answers: dark, light, or not said. The
+    # Weight of a background head on the embedding with three answers: dark, light, or not said. The
     # teacher-student target carries the image's background even where the caption leaves it open, so
-    # without this the embedding holds the background word weakly (a read-out of it was right on 0.75 of the
-    # held-out captions that name it) and guesses the unsaid one from the voice.
-    background_head: bool = False
+    # without it the embedding holds the background word weakly (the generator's read-out of it was right on
+    # 0.67 of the held-out captions that name it) and guesses the unsaid one from the voice. 0 = off.
+    background_weight: float = 0.0
     augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
     model: SpeechEncoderConfig = dataclasses.field(default_factory=SpeechEncoderConfig)
 

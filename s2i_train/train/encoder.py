@@ -96,16 +96,10 @@ class EncoderStage:
         self.head = None
         if cfg.objective in ("classifier", "sen"):
             self.head = nn.Linear(dim, len(vocabulary.TRAIN_CLASSES))
-        attribute_heads = None
-        if cfg.background_head and cfg.attribute_weight <= 0:
-            from s2i_runtime.errors import InputError
-
-            raise InputError("encoder.background_head needs encoder.attribute_weight > 0")
-        if cfg.attribute_weight > 0:
-            attribute_heads = nn.ModuleDict({name: nn.Linear(dim, ATTRIBUTE_CLASSES[name])
-                                             for name in SPOKEN_ATTRIBUTES})
-            if cfg.background_head:  # the last class is "not said"
-                attribute_heads["background"] = nn.Linear(dim, ATTRIBUTE_CLASSES["background"] + 1)
+        heads = {name: ATTRIBUTE_CLASSES[name] for name in SPOKEN_ATTRIBUTES} if cfg.attribute_weight > 0 else {}
+        if cfg.background_weight > 0:
+            heads["background"] = ATTRIBUTE_CLASSES["background"] + 1  # the last class is "not said"
+        attribute_heads = nn.ModuleDict({name: nn.Linear(dim, n) for name, n in heads.items()}) if heads else None
         self.trainable = EncoderWithHead(self.model, self.head, attribute_heads)
         distributed.broadcast_module(self.trainable)
         self.trained = distributed.wrap(self.trainable)
@@ -147,15 +141,17 @@ class EncoderStage:
             figures.update(matching=matching.item(), distinctive=distinctive.item())
         if attribute_logits is not None:
             labels = self.captions.attributes[idx]
-            names = SPOKEN_ATTRIBUTES
-            if "background" in attribute_logits:
-                names = (*SPOKEN_ATTRIBUTES, "background")
+            if self.cfg.attribute_weight > 0:
+                spoken, accs = attribute_loss(attribute_logits, labels, SPOKEN_ATTRIBUTES)
+                loss = loss + self.cfg.attribute_weight * spoken
+                figures.update(attributes=spoken.item(), **accs)
+            if self.cfg.background_weight > 0:
                 column = ATTRIBUTES.index("background")
-                labels = labels.clone()
-                labels[~self.captions.spoken[idx, column], column] = ATTRIBUTE_CLASSES["background"]
-            spoken, accs = attribute_loss(attribute_logits, labels, names)
-            loss = loss + self.cfg.attribute_weight * spoken
-            figures.update(attributes=spoken.item(), **accs)
+                said = labels.clone()
+                said[~self.captions.spoken[idx, column], column] = ATTRIBUTE_CLASSES["background"]
+                background, accs = attribute_loss(attribute_logits, said, ("background",))
+                loss = loss + self.cfg.background_weight * background
+                figures.update(background=background.item(), **accs)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
