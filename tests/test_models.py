@@ -26,6 +26,7 @@ from s2i_train.models import (
     build_speech_encoder,
     colour_scrambled,
     count_parameters,
+    draw_one_hot,
     freeze,
 )
 from s2i_train.models.masking import MaskedBatchNorm1d, conv_out_lengths, reverse_within_lengths
@@ -374,6 +375,50 @@ def test_exportable_generator_returns_last_branch_and_matches_onnx(tmp_path):
         (got,) = session.run(None, {n: t.numpy() for n, t in zip(("embedding", "z", "eps"), inputs, strict=True)})
         assert got.shape == (batch, 3, 128, 128)
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_draw_one_hot_picks_the_interval_the_uniform_number_falls_in():
+    probs = torch.tensor([[0.2, 0.5, 0.3]]).repeat(5, 1)
+    # CDF(normal) = 0.1, 0.5, 0.977, 1.0 (float32), 1e-23: classes 0, 1, 2, 2 (the last interval is closed), 0.
+    normal = torch.tensor([-1.2815516, 0.0, 2.0, 12.0, -10.0])
+    assert draw_one_hot(probs, normal).argmax(1).tolist() == [0, 1, 2, 2, 0]
+    draws = draw_one_hot(torch.tensor([[0.25, 0.75]]).repeat(20000, 1),
+                         torch.randn(20000, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(draws.sum(1), torch.ones(20000))
+    assert draws[:, 1].mean().item() == pytest.approx(0.75, abs=0.01)
+    # A confident read-out is drawn almost surely; probabilities a hair short of 1 in sum still give a class.
+    confident = draw_one_hot(torch.tensor([[0.999, 0.0009999]]).repeat(1000, 1), torch.randn(1000))
+    assert confident[:, 0].mean().item() > 0.99 and torch.equal(confident.sum(1), torch.ones(1000))
+
+
+def test_drawn_blocks_vary_with_z_and_export_to_onnx(tmp_path):
+    config = GeneratorConfig(embedding_dim=6, z_dim=4, ca_dim=6, ngf=8, init_mult=4, attribute_code=(3, 2),
+                             condition_on_embedding=False, drawn_blocks=(1,))
+    gen = Generator(config).eval()
+    weights = [torch.randn(3, 6), torch.zeros(2, 6)]  # the second read-out says 50/50 whatever the speech
+    gen.ca.set_readouts(weights, [torch.zeros(3), torch.zeros(2)])
+    embedding, eps = torch.randn(1, 6).repeat(2, 1), torch.zeros(2, 6)
+    z = torch.zeros(2, 4)
+    z[:, 0] = torch.tensor([-1.0, 1.0])  # the drawn block's number: below and above the median
+    drawn = [draw_one_hot(block, z[:, 0]) if i == 1 else block
+             for i, block in enumerate(gen.ca.attribute_code(embedding))]
+    assert drawn[1].argmax(1).tolist() == [0, 1]
+    with torch.no_grad():
+        assert torch.equal(gen(embedding, z, eps).images[0], gen(embedding, z, eps, drawn).images[0])
+        assert not torch.allclose(gen(embedding, z, eps).images[0][0], gen(embedding, z, eps).images[0][1])
+    export = ExportableGenerator(gen).eval()
+    names = ("embedding", "z", "eps")
+    session = _onnx_session(export, (embedding, z, eps), names, ("image",),
+                            {name: {0: "batch"} for name in (*names, "image")}, tmp_path / "drawn.onnx")
+    inputs = (torch.randn(16, 6), torch.randn(16, 4), torch.randn(16, 6))
+    with torch.no_grad():
+        expected = export(*inputs).numpy()
+    (got,) = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="drawn_blocks"):
+        GeneratorConfig(attribute_code=(8, 2), condition_on_embedding=False, drawn_blocks=(2,))
+    with pytest.raises(ValueError, match="drawn_blocks"):
+        GeneratorConfig(attribute_code=(8, 2), drawn_blocks=(1,))
 
 
 def test_default_generator_is_the_calibrated_cpu_size():

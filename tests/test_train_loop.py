@@ -294,6 +294,19 @@ def test_background_head_and_background_term_train(base_run, tmp_path):
     result = train_stage("generator", run, overrides=spread, progress=False)
     assert result.end_step == 3 and math.isfinite(result.last_metrics["g_background"])
     assert result.last_metrics["g_background"] >= 0.0
+    # The background drawn per image: training feeds the real image's background in the code.
+    drawn = train_stage("generator", run, overrides=["generator.model.drawn_blocks=[3]", "generator.steps=2"],
+                        progress=False)
+    assert math.isfinite(drawn.last_metrics["g_background"])
+    from s2i_train.train.config import load_run_config
+    from s2i_train.train.generator import GeneratorStage
+
+    stage = GeneratorStage(load_run_config(run), run)
+    rows = torch.arange(6)
+    code = stage.caption_code(stage.embeddings[rows], stage.images.attributes[stage.captions.image_index[rows]])
+    assert torch.equal(code[3].argmax(1), stage.captions.attributes[rows, 3]) and torch.equal(code[3].sum(1),
+                                                                                               torch.ones(6))
+    assert torch.allclose(code[0], stage.generator.ca.attribute_code(stage.embeddings[rows])[0])
     closed = _cli("generator", "--run", str(run), "--set", "generator.open_unspoken=false")
     assert closed.returncode == 2
     assert closed.stderr.strip().splitlines() == [

@@ -16,6 +16,7 @@ from .generator import (
     GeneratorConfig,
     GeneratorOutput,
     build_generator,
+    draw_one_hot,
 )
 from .image_encoders import (
     ImageNetTeacher,
@@ -52,6 +53,7 @@ __all__ = [
     "build_discriminator",
     "build_discriminators",
     "build_generator",
+    "draw_one_hot",
     "build_imagenet_teacher",
     "build_speech_encoder",
     "colour_scrambled",

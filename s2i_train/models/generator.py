@@ -40,6 +40,11 @@ class GeneratorConfig:
     attribute_code: tuple[int, ...] = ()
     # False: only the attribute code reaches the conditioning augmentation, not the embedding itself.
     condition_on_embedding: bool = True
+    # Blocks of the code that each image draws from the read-out's distribution (a one-hot; the i-th drawn
+    # block uses z[:, i] as its random number) instead of receiving the probabilities: what a caption leaves
+    # open (uniform read-out) then varies with z, and what it names (a confident read-out) is drawn almost
+    # surely. Training feeds the real image's class for these blocks. Needs condition_on_embedding = false.
+    drawn_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.branches not in (1, 2, 3):
@@ -53,6 +58,15 @@ class GeneratorConfig:
             raise ValueError("every attribute_code entry is a class count >= 2")
         if not self.condition_on_embedding and not self.attribute_code:
             raise ValueError("condition_on_embedding = false needs an attribute_code")
+        if self.drawn_blocks:
+            if self.condition_on_embedding:
+                raise ValueError("drawn_blocks needs condition_on_embedding = false")
+            if len(set(self.drawn_blocks)) != len(self.drawn_blocks) or not all(
+                    0 <= i < len(self.attribute_code) for i in self.drawn_blocks):
+                raise ValueError(f"drawn_blocks must be distinct indices into attribute_code "
+                                 f"(0..{len(self.attribute_code) - 1}), got {list(self.drawn_blocks)}")
+            if len(self.drawn_blocks) > self.z_dim:
+                raise ValueError("drawn_blocks needs one z component per drawn block")
 
     @property
     def image_sizes(self) -> tuple[int, ...]:
@@ -186,6 +200,18 @@ class ConditioningAugmentation(nn.Module):
         return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
 
 
+def draw_one_hot(probs: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+    """(B, K) class probabilities and (B,) standard-normal numbers -> (B, K) one-hot draws: the normal's CDF
+    is a uniform number, and the class is the interval of the cumulative probabilities it falls in. Built from
+    erf, cumsum and comparisons so that it exports to ONNX and runs under TensorRT; deterministic given z."""
+    uniform = 0.5 * (1.0 + torch.erf(normal * 0.7071067811865476))[:, None]
+    upper = probs.cumsum(1)
+    lower = upper - probs
+    # The last interval is closed above, so rounding (probabilities summing to 0.99999994) cannot leave a row empty.
+    upper = torch.cat([upper[:, :-1], torch.full_like(upper[:, -1:], 2.0)], dim=1)
+    return ((uniform >= lower) & (uniform < upper)).to(probs.dtype)
+
+
 class _InitStage(nn.Module):
     """concat(z, c) -> 4x4 x width -> four up-blocks -> 64x64 x width/16."""
 
@@ -245,6 +271,10 @@ class Generator(nn.Module):
     def forward(self, embedding: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,
                 code: list[torch.Tensor] | None = None) -> GeneratorOutput:
         """`code`: explicit attribute-code blocks instead of the embedding's read-outs (training only)."""
+        if code is None and self.config.drawn_blocks:
+            code = self.ca.attribute_code(embedding)
+            for i, block in enumerate(self.config.drawn_blocks):
+                code[block] = draw_one_hot(code[block], z[:, i])
         c, mu, logvar = self.ca(embedding, eps, code)
         h = self.init_stage(torch.cat([z, c], dim=1))
         images = [self.to_images[0](h)]

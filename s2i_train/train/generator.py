@@ -143,16 +143,17 @@ class GeneratorStage:
         # Losses are batch means: scaling the novel rows' terms by their share makes each novel sample count
         # as much as a caption's.
         novel_weight = cfg.novel_code_fraction
+        code = self.caption_code(embedding, real_labels) if self.model_config.drawn_blocks else None
         if novel_weight > 0:
             novel_labels = self.novel_labels(step)
             zn, epsn = self.generator.sample_inputs(len(novel_labels))
             code = [torch.cat([block, F.one_hot(novel_labels[:, j], block.shape[1]).float()])
-                    for j, block in enumerate(self.generator.ca.attribute_code(embedding))]
+                    for j, block in enumerate(code or self.generator.ca.attribute_code(embedding))]
             out = self.generator(torch.cat([embedding, embedding.new_zeros(len(novel_labels), embedding.shape[1])]),
                                  torch.cat([z, zn]), torch.cat([eps, epsn]), code)
             labels = torch.cat([labels, novel_labels])
         else:
-            out = self.generator(embedding, z, eps)
+            out = self.generator(embedding, z, eps, code)
         mu = out.mu.detach()
         figures: dict[str, float] = {}
 
@@ -238,6 +239,14 @@ class GeneratorStage:
         figures["kl"] = kl.item()
         return figures
 
+    def caption_code(self, embedding: torch.Tensor, image_labels: torch.Tensor) -> list[torch.Tensor]:
+        """The captions' attribute code for training: the read-outs, and for the drawn blocks the class the
+        real image shows (at inference each image draws it from the read-out)."""
+        code = self.generator.ca.attribute_code(embedding)
+        for block in self.model_config.drawn_blocks:
+            code[block] = F.one_hot(image_labels[:, block], code[block].shape[1]).float()
+        return code
+
     def background_loss(self, readers: list[dict[str, torch.Tensor]], labels: torch.Tensor, idx: torch.Tensor,
                         half: int) -> torch.Tensor:
         """The background term, mean over the readers (teacher, critics): cross-entropy to the named background
@@ -245,7 +254,8 @@ class GeneratorStage:
         leaves it open."""
         column = ATTRIBUTES.index("background")
         named = torch.ones(len(labels), dtype=torch.bool)
-        named[: len(idx)] = self.captions.spoken[idx, column]
+        if column not in self.model_config.drawn_blocks:  # drawn: every row's code fixes the background
+            named[: len(idx)] = self.captions.spoken[idx, column]
         open_pairs = torch.nonzero(~named[:half]).flatten()
         targets = attribute_labels(labels, ("background",), named)
         total = torch.zeros(())
