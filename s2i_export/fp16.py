@@ -9,7 +9,9 @@ Ops on the block list stay float32 (casts are inserted around them). Why each fa
 - softmax and normalisation layers: sums over many terms (attention pooling over time, BatchNorm);
 - casts, comparisons and the arithmetic from `lengths` to them (a node block list, see
   `length_arithmetic_nodes`): masks compare frame indices with lengths; fp16 integers are exact only to
-  2048, and inputs reach 3000 frames.
+  2048, and inputs reach 3000 frames;
+- whatever feeds only comparisons (`comparison_feeding_nodes`): the generator's drawn code blocks compare a
+  number made from z with cumulative probabilities, and the draw must not move with rounding.
 These are the usual causes of NaN / black images in FP16 engines (GPU-API-NOTES "FP16 pitfalls").
 
 The check runs on ONNX Runtime CPU, which computes many float16 ops in float32 behind inserted casts, so an
@@ -92,6 +94,35 @@ def length_arithmetic_nodes(model: Any, roots: Sequence[str] = (ENCODER_INPUTS[1
     return names
 
 
+def comparison_feeding_nodes(model: Any) -> list[str]:
+    """Names of the nodes whose every output is read only by comparisons or by other such nodes.
+
+    A comparison decides, and rounding its operands to float16 can move the decision: the generator's drawn
+    code blocks (models.generator.draw_one_hot) compare a uniform number made from z with cumulative
+    probabilities, and in float16 a draw near a boundary would come out differently from the float32 graph's."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    kept: set[str] = set()
+    names = []
+    for node in reversed(model.graph.node):  # exported graphs are topologically sorted
+        if node.op_type in _COMPARISONS or not node.name or not node.output:
+            continue
+        readers = [c for out in node.output for c in consumers.get(out, [])]
+        if readers and not any(out in outputs for out in node.output) and all(
+                c.op_type in _COMPARISONS or c.name in kept for c in readers):
+            kept.add(node.name)
+            names.append(node.name)
+    return names[::-1]
+
+
+def fp32_nodes(model: Any) -> list[str]:
+    """The node block list: length arithmetic and what feeds only comparisons."""
+    return sorted(set(length_arithmetic_nodes(model)) | set(comparison_feeding_nodes(model)))
+
+
 def convert_file(source: Path, target: Path, block_list: Sequence[str] | None = None) -> None:
     """float32 ONNX -> float16 ONNX with float32 I/O, written atomically."""
     import onnx
@@ -100,7 +131,7 @@ def convert_file(source: Path, target: Path, block_list: Sequence[str] | None = 
     model = onnx.load(str(source))
     converted = convert_float_to_float16(
         model, keep_io_types=True, op_block_list=list(block_list or op_block_list()),
-        node_block_list=length_arithmetic_nodes(model),
+        node_block_list=fp32_nodes(model),
     )
     sort_nodes(converted.graph)
     onnx.checker.check_model(converted)
@@ -184,7 +215,7 @@ class ActivationProbe:
         inferred = onnx.shape_inference.infer_shapes(model)
         typed = {v.name: v for v in inferred.graph.value_info
                  if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-        blocked, blocked_nodes = set(block_list), set(length_arithmetic_nodes(model))
+        blocked, blocked_nodes = set(block_list), set(fp32_nodes(model))
         present = {o.name for o in model.graph.output}
         typed.update({o.name: o for o in model.graph.output})
         self.names = [o for node in model.graph.node

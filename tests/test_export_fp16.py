@@ -137,3 +137,39 @@ def test_other_encoder_architecture_exports_verifies_and_converts(arch, tmp_path
 
 def test_fp32_ops_listed_once():
     assert len(FP32_OPS) == len(set(FP32_OPS))
+
+
+def test_drawn_code_blocks_stay_float32_and_draw_as_in_fp32(tmp_path):
+    """The comparisons that draw a code block, and all that feeds only them, stay float32: a draw near an
+    interval's edge must not come out differently in the fp16 graph."""
+    import onnxruntime as ort
+    import torch
+
+    from s2i_export.fp16 import comparison_feeding_nodes
+    from s2i_train.models import ExportableGenerator, Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    gen = Generator(GeneratorConfig(embedding_dim=6, z_dim=4, ca_dim=6, ngf=8, init_mult=4, attribute_code=(3, 2),
+                                    condition_on_embedding=False, drawn_blocks=(1, 0))).eval()
+    names = ("embedding", "z", "eps")
+    example = (torch.randn(2, 6), torch.randn(2, 4), torch.randn(2, 6))
+    torch.onnx.export(ExportableGenerator(gen).eval(), example, str(tmp_path / "g.onnx"), input_names=list(names),
+                      output_names=["image"], dynamic_axes={n: {0: "batch"} for n in (*names, "image")},
+                      opset_version=17, dynamo=False)
+    model = onnx.load(str(tmp_path / "g.onnx"))
+    kept = set(comparison_feeding_nodes(model))
+    by_name = {node.name: node for node in model.graph.node}
+    assert {by_name[n].op_type for n in kept} >= {"CumSum", "Erf", "Concat"}
+    # The drawn blocks' read-outs feed only the draw and stay float32 too; the image path converts.
+    assert all("readouts" in n for n in kept if by_name[n].op_type == "Gemm")
+    assert not any(by_name[n].op_type in ("Conv", "ConvTranspose", "MatMul") for n in kept)
+    convert_file(tmp_path / "g.onnx", tmp_path / "g16.onnx")
+    feeds = {"embedding": np.random.default_rng(0).standard_normal((512, 6), dtype=np.float32),
+             "z": np.random.default_rng(1).standard_normal((512, 4), dtype=np.float32),
+             "eps": np.zeros((512, 6), np.float32)}
+    # Put z exactly on and around the interval edges of a 50/50 block: 0 is its median.
+    feeds["z"][:64, 0] = np.linspace(-1e-3, 1e-3, 64, dtype=np.float32)
+    run = {path: ort.InferenceSession(str(tmp_path / path), providers=["CPUExecutionProvider"])
+           .run(None, feeds)[0] for path in ("g.onnx", "g16.onnx")}
+    per_image = np.abs(run["g.onnx"] - run["g16.onnx"]).mean(axis=(1, 2, 3))
+    assert per_image.max() < 1e-2

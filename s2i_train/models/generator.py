@@ -205,10 +205,11 @@ def draw_one_hot(probs: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
     is a uniform number, and the class is the interval of the cumulative probabilities it falls in. Built from
     erf, cumsum and comparisons so that it exports to ONNX and runs under TensorRT; deterministic given z."""
     uniform = 0.5 * (1.0 + torch.erf(normal * 0.7071067811865476))[:, None]
-    upper = probs.cumsum(1)
-    lower = upper - probs
-    # The last interval is closed above, so rounding (probabilities summing to 0.99999994) cannot leave a row empty.
-    upper = torch.cat([upper[:, :-1], torch.full_like(upper[:, -1:], 2.0)], dim=1)
+    cumulative = probs.cumsum(1)
+    # Each interval starts exactly where the last ends (no gap or overlap from rounding), and the last is
+    # closed above, so probabilities summing to 0.99999994 cannot leave a row empty.
+    lower = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], dim=1)
+    upper = torch.cat([cumulative[:, :-1], torch.full_like(cumulative[:, -1:], 2.0)], dim=1)
     return ((uniform >= lower) & (uniform < upper)).to(probs.dtype)
 
 
