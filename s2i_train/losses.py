@@ -7,7 +7,6 @@ training loop can switch it on or off.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
@@ -223,17 +222,6 @@ def teacher_consistency_loss(
     if class_logits is not None and class_labels is not None:
         total = total + class_weight * F.cross_entropy(class_logits, class_labels, ignore_index=-100)
     return total
-
-
-def open_attribute_spread_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """Two images of one caption (different z) for an attribute the caption leaves open: the mean of their
-    predicted distributions should be uniform. Cross-entropy of the uniform distribution against that mean,
-    less its floor log(C): 0 when the pair shows two different classes confidently (C = 2) or both read
-    uniform, growing without bound as both show the same class confidently. Mean over pairs."""
-    classes = logits_a.shape[1]
-    both = torch.stack([logits_a.log_softmax(1), logits_b.log_softmax(1)])
-    log_mean = torch.logsumexp(both, 0) - math.log(2.0)  # in log space: exact for confident reads
-    return -log_mean.mean(1).mean() - math.log(classes)
 
 
 def class_aware_feature_loss(

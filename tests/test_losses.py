@@ -188,18 +188,3 @@ def test_image_speech_matching_is_the_matching_loss():
         losses.image_speech_matching_loss(image, speech, labels), losses.matching_loss(speech, image, labels)
     )
 
-
-def test_open_attribute_spread_loss_hand_cases():
-    confident = torch.tensor([[20.0, -20.0]])
-    other = confident.flip(1)
-    # Two confident, different backgrounds: the pair's mean is uniform, the loss at its floor.
-    assert losses.open_attribute_spread_loss(confident, other).item() == pytest.approx(0.0, abs=1e-6)
-    # Both uniform: also the floor. Both the same: -0.5 * (log(1 - e) + log(e)) - log 2, e = sigmoid(-40).
-    uniform = torch.zeros(1, 2)
-    assert losses.open_attribute_spread_loss(uniform, uniform).item() == pytest.approx(0.0, abs=1e-6)
-    same = losses.open_attribute_spread_loss(confident, confident).item()
-    assert same == pytest.approx(20.0 - math.log(2), rel=1e-4)
-    # Halfway: p = (0.75, 0.25) for both; -(log 0.75 + log 0.25) / 2 - log 2.
-    p = torch.tensor([[math.log(3.0), 0.0]])
-    expected = -(math.log(0.75) + math.log(0.25)) / 2 - math.log(2)
-    assert losses.open_attribute_spread_loss(p, p).item() == pytest.approx(expected, rel=1e-6)

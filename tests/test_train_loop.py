@@ -307,8 +307,7 @@ def test_background_head_and_background_term_train(base_run, tmp_path):
     assert torch.equal(code[3].argmax(1), stage.captions.attributes[rows, 3]) and torch.equal(code[3].sum(1),
                                                                                                torch.ones(6))
     assert torch.allclose(code[0], stage.generator.ca.attribute_code(stage.embeddings[rows])[0])
-    closed = _cli("generator", "--run", str(run), "--set", "generator.open_unspoken=false")
+    closed = _cli("generator", "--run", str(run), "--set", "generator.teacher_consistency=false")
     assert closed.returncode == 2
     assert closed.stderr.strip().splitlines() == [
-        "error: generator.background_weight needs generator.open_unspoken = true and "
-        "generator.teacher_consistency = true"]
+        "error: generator.background_weight needs generator.teacher_consistency = true"]

@@ -130,12 +130,13 @@ class GeneratorTrainConfig:
     # to make its pairs pass. 0 = off.
     pair_weight: float = 0.0
     # The attribute code leaves what a caption does not say (the background, in half the templates) at uniform
-    # probabilities, so G may draw any background for it. false = read-outs fitted to the image's labels.
+    # probabilities (with generator.model.drawn_blocks each image then draws one). false = read-outs fitted to the
+    # image's labels, which learn to guess an unsaid background from the voice.
     open_unspoken: bool = False
-    # The background follows the speech: the teacher and its critics must read the named background where the
-    # caption (or a novel code) names it, and where it is left open two samples of the caption (different z)
-    # should show different backgrounds (losses.open_attribute_spread_loss). Without it G drew one background
-    # for every z of an utterance (issue #4 note). Needs open_unspoken and teacher_consistency. 0 = off.
+    # The teacher and its critics must also read the background wherever the code fixes one: named by the
+    # caption, drawn per image (generator.model.drawn_blocks) or a novel code's. Needs teacher_consistency.
+    # (Measured and dropped: asking two samples of a caption that leaves the background open to differ - with
+    # independent z, half of an ideal generator's pairs share one, and the term cost shape 0.78 -> 0.64.) 0 = off.
     background_weight: float = 0.0
     # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
     # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the

@@ -97,9 +97,8 @@ class GeneratorStage:
                                             or not self.model_config.attribute_code):
             raise InputError("generator.novel_code_fraction needs generator.model.attribute_code and "
                              "generator.model.condition_on_embedding = false")
-        if cfg.background_weight > 0 and not (cfg.open_unspoken and cfg.teacher_consistency):
-            raise InputError("generator.background_weight needs generator.open_unspoken = true and "
-                             "generator.teacher_consistency = true")
+        if cfg.background_weight > 0 and not cfg.teacher_consistency:
+            raise InputError("generator.background_weight needs generator.teacher_consistency = true")
         if self.model_config.attribute_code:
             fit_attribute_readouts(self.generator.ca, self.embeddings, self.captions.attributes,
                                    tuple(self.model_config.attribute_code),
@@ -122,7 +121,7 @@ class GeneratorStage:
         cfg = self.cfg
         idx = torch.tensor(self.sampler.indices(step))
         half = len(idx) // 2
-        paired = (cfg.mode_seeking_weight > 0 or cfg.pair_weight > 0 or cfg.background_weight > 0) and half > 0
+        paired = (cfg.mode_seeking_weight > 0 or cfg.pair_weight > 0) and half > 0
         if paired:
             idx[half : 2 * half] = idx[:half]  # pairs (i, i + half) share a caption, not z
         rows = self.captions.image_index[idx]
@@ -220,7 +219,7 @@ class GeneratorStage:
             # The mean over the teacher and its critics: one scale whatever their number.
             consistency = sum(losses.teacher_consistency_loss(logits, targets) for logits in readers) / len(readers)
             if cfg.background_weight > 0:
-                background = self.background_loss(readers, labels, idx, half if paired else 0)
+                background = self.background_loss(readers, labels, idx)
                 g_loss = g_loss + cfg.background_weight * background
                 figures["g_background"] = background.item()
             accs = {f"acc_{n}": float((read.attribute_logits[n].argmax(1) == t).float().mean())
@@ -247,25 +246,20 @@ class GeneratorStage:
             code[block] = F.one_hot(image_labels[:, block], code[block].shape[1]).float()
         return code
 
-    def background_loss(self, readers: list[dict[str, torch.Tensor]], labels: torch.Tensor, idx: torch.Tensor,
-                        half: int) -> torch.Tensor:
-        """The background term, mean over the readers (teacher, critics): cross-entropy to the named background
-        on rows that name one (novel codes always do), the spread loss on the pairs (i, i + half) whose caption
-        leaves it open."""
+    def background_loss(self, readers: list[dict[str, torch.Tensor]], labels: torch.Tensor, idx: torch.Tensor
+                        ) -> torch.Tensor:
+        """Cross-entropy of the readers' (teacher, critics) background to the code's, mean over the readers, on
+        the rows whose code fixes one: all when the background block is drawn, else the captions that name it
+        and the novel codes."""
         column = ATTRIBUTES.index("background")
         named = torch.ones(len(labels), dtype=torch.bool)
-        if column not in self.model_config.drawn_blocks:  # drawn: every row's code fixes the background
+        if column not in self.model_config.drawn_blocks:
             named[: len(idx)] = self.captions.spoken[idx, column]
-        open_pairs = torch.nonzero(~named[:half]).flatten()
+        if not bool(named.any()):
+            return torch.zeros(())
         targets = attribute_labels(labels, ("background",), named)
-        total = torch.zeros(())
-        for logits in readers:
-            if bool(named.any()):
-                total = total + losses.attribute_loss({"background": logits["background"]}, targets)
-            if len(open_pairs):
-                total = total + losses.open_attribute_spread_loss(logits["background"][open_pairs],
-                                                                  logits["background"][open_pairs + half])
-        return total / len(readers)
+        return sum(losses.attribute_loss({"background": logits["background"]}, targets) for logits in readers
+                   ) / len(readers)
 
     def novel_labels(self, step: int) -> torch.Tensor:
         """(n, 4) labels in ATTRIBUTES order drawn uniformly for the novel codes; a pure function of
