@@ -7,8 +7,9 @@
 - judge-FID and judge-IS: Fréchet distance and Inception-style score on the judge's features and colour ×
   shape predictions — NOT comparable with ImageNet-Inception FID/IS;
 - diversity: mean pairwise judge-feature distance among the images of one utterance (different z), against
-  the same for real images of one class; also among correctly judged samples only (CALIBRATION.md: a
-  malformed image raises raw diversity too);
+  the same for real images of one class, of one class and size, and of everything the caption says (class,
+  size, and the background where it names one: what a faithful generator can reach); also among correctly
+  judged samples only (CALIBRATION.md: a malformed image raises raw diversity too);
 - an image grid PNG (one row per test class: a real image, then samples).
 """
 
