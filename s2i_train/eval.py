@@ -258,7 +258,7 @@ def evaluate(
         matched = np.array([matched_real_diversity(int(c), bool(b)) for c, b in zip(pick, named_bg, strict=True)])
         own = np.array([mean_pairwise_distance([g]) for g in groups])
         open_bg = ~named_bg.numpy()
-        generated_div = mean_pairwise_distance(groups)
+        generated_div = float(own.mean())  # every group holds k samples
         correct_div = mean_pairwise_distance(good)
         real_div = mean_pairwise_distance(real_groups)
         real_sized_div = mean_pairwise_distance(real_sized)

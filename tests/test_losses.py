@@ -187,4 +187,3 @@ def test_image_speech_matching_is_the_matching_loss():
     assert torch.equal(
         losses.image_speech_matching_loss(image, speech, labels), losses.matching_loss(speech, image, labels)
     )
-
