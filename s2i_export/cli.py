@@ -144,7 +144,8 @@ def fp16_command(
 @app.command("build-engine")
 def build_engine_command(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
-    fp16: bool = typer.Option(False, "--fp16", help="FP16 engines (TensorRT 10: FP16 flag; 11: the FP16 ONNX)."),
+    fp16: bool = typer.Option(False, "--fp16",
+                              help="FP16 engines, strongly typed from the FP16 ONNX (`s2i-export fp16` first)."),
     max_batch: int = typer.Option(8, "--max-batch", help="Largest batch the engines accept."),
     max_seconds: float = typer.Option(30.0, "--max-seconds", help="Longest utterance (frames = seconds x 100)."),
     workspace_gb: float = typer.Option(4.0, "--workspace-gb", help="TensorRT workspace memory limit."),

@@ -1,10 +1,12 @@
 """TensorRT engines for a bundle (`s2i-export build-engine`).
 
-TensorRT 10 and 11 differ in how FP16 is asked for (GPU-API-NOTES.md):
-- TensorRT 10 builds the fp32 ONNX with `BuilderFlag.FP16` (weak typing: TensorRT picks fp16 kernels).
-- TensorRT 11 removed BuilderFlag.FP16; every network is strongly typed, so precision comes from the ONNX
-  file itself: FP16 means parsing `encoder.fp16.onnx` / `generator.fp16.onnx` (from `s2i-export fp16`).
-`plan_precision` is that switch as a pure function; the builder only applies what it returns.
+FP16 engines are built strongly typed from `encoder.fp16.onnx` / `generator.fp16.onnx` (from `s2i-export
+fp16`) on TensorRT 10 and 11 alike (GPU-API-NOTES.md): TensorRT 11 removed BuilderFlag.FP16 and types every
+network strongly; TensorRT 10 deprecated weak typing in 10.12 and takes `NetworkDefinitionCreationFlag.
+STRONGLY_TYPED` (11 accepts and ignores it). Weak typing would let TensorRT 10 run in fp16 the nodes the fp16
+ONNX keeps in float32 on purpose (a drawn background's read-out and its comparisons with z: an image drawn
+near an interval's edge could flip), so it is not used. `plan_precision` is that choice as a pure function; the
+builder only applies what it returns.
 
 Output: `engines/<gpu-slug>-trt<major.minor.patch>/{encoder,generator}.plan` and `engines.json` beside them;
 the same record is appended (replacing one for the same directory) to the `engines` list of s2i.json.
@@ -17,7 +19,8 @@ Engine record (engines.json, and each entry of s2i.json "engines"); all paths re
     compute_capability  "9.0" (engines only run on this compute capability and this TensorRT version)
     precision           "fp32" | "fp16"
     onnx_sources        {"encoder": "encoder.onnx" | "encoder.fp16.onnx", "generator": ...}
-    builder_flags       names of tensorrt.BuilderFlag set, e.g. ["FP16"] (TensorRT 10 fp16) or []
+    builder_flags       names of tensorrt.BuilderFlag set ([] for the precisions s2i builds)
+    network_flags       names of tensorrt.NetworkDefinitionCreationFlag set: ["STRONGLY_TYPED"] for fp16, else []
     io_dtype            "float32": every engine input/output keeps the ONNX float32 (lengths int64)
     profiles            {"encoder": {"mel": {"min": [1, 40, 64], "opt": [4, 40, 400], "max": [8, 40, 3000]},
                                      "lengths": {"min": [1], "opt": [4], "max": [8]}},
@@ -74,11 +77,12 @@ INSTALL_HINT = (
 
 @dataclasses.dataclass(frozen=True)
 class PrecisionPlan:
-    """Which ONNX files to parse and which builder flags to set, for one TensorRT major version."""
+    """Which ONNX files to parse and which flags to set, for one TensorRT major version."""
 
     precision: str  # "fp32" | "fp16"
     onnx_files: dict[str, str]  # component -> bundle file name
     builder_flags: tuple[str, ...]  # names of tensorrt.BuilderFlag members
+    network_flags: tuple[str, ...] = ()  # names of tensorrt.NetworkDefinitionCreationFlag members
 
 
 def plan_precision(trt_major: int, fp16: bool) -> PrecisionPlan:
@@ -90,10 +94,9 @@ def plan_precision(trt_major: int, fp16: bool) -> PrecisionPlan:
     fp32_files = {"encoder": ENCODER_FILE, "generator": GENERATOR_FILE}
     if not fp16:
         return PrecisionPlan("fp32", fp32_files, ())
-    if trt_major == 10:
-        return PrecisionPlan("fp16", fp32_files, ("FP16",))
-    # 11 and later: strongly typed only; the fp16 ONNX carries the precision (with its fp32 block list).
-    return PrecisionPlan("fp16", {"encoder": ENCODER_FP16_FILE, "generator": GENERATOR_FP16_FILE}, ())
+    # Strongly typed: the fp16 ONNX carries the precision, its float32 islands included.
+    return PrecisionPlan("fp16", {"encoder": ENCODER_FP16_FILE, "generator": GENERATOR_FP16_FILE}, (),
+                         ("STRONGLY_TYPED",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +293,7 @@ def engine_record(
         "precision": plan.precision,
         "onnx_sources": dict(plan.onnx_files),
         "builder_flags": list(plan.builder_flags),
+        "network_flags": list(plan.network_flags),
         "io_dtype": "float32",
         "profiles": {c: {name: r.to_dict() for name, r in p.items()} for c, p in profiles.items()},
         "max_batch": request.max_batch,
@@ -314,7 +318,7 @@ def require_onnx_files(bundle: Bundle, plan: PrecisionPlan) -> dict[str, Path]:
     paths = {c: bundle.file(name) for c, name in plan.onnx_files.items()}
     absent = [name for c, name in plan.onnx_files.items() if not paths[c].is_file()]
     if absent:
-        hint = " (run `s2i-export fp16 BUNDLE` first: TensorRT 11 builds FP16 from the FP16 ONNX)" if any(
+        hint = " (run `s2i-export fp16 BUNDLE` first: TensorRT builds FP16 from the FP16 ONNX)" if any(
             ".fp16." in a for a in absent
         ) else ""
         raise BundleError(f"{bundle.path}: missing {', '.join(absent)}{hint}")
@@ -334,10 +338,14 @@ class _TrtBuilder:
         self.workspace_bytes = workspace_bytes
         self.cache_bytes = cache_bytes
 
-    def build(self, onnx_path: Path, profile: dict[str, ShapeRange], flags: tuple[str, ...]) -> bytes:
+    def build(self, onnx_path: Path, profile: dict[str, ShapeRange], flags: tuple[str, ...],
+              network_flags: tuple[str, ...] = ()) -> bytes:
         trt = self.trt
-        # Flags 0: explicit batch is the only mode since TensorRT 10; TensorRT 11 is strongly typed anyway.
-        network = self.builder.create_network(0)
+        # Explicit batch is the only mode since TensorRT 10, so it needs no flag.
+        creation = 0
+        for name in network_flags:
+            creation |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+        network = self.builder.create_network(creation)
         parser = trt.OnnxParser(network, self.logger)
         # parse_from_file resolves external weight files next to the ONNX file.
         if not parser.parse_from_file(str(onnx_path)):
@@ -391,7 +399,8 @@ def build_engines(
     for component in COMPONENTS:
         progress(f"building {component} ({plan.precision}, TensorRT {trt_version}, {gpu.name})")
         start = time.perf_counter()
-        plans[component] = builder.build(onnx_paths[component], profiles[component], plan.builder_flags)
+        plans[component] = builder.build(onnx_paths[component], profiles[component], plan.builder_flags,
+                                         plan.network_flags)
         seconds[component] = time.perf_counter() - start
 
     record = engine_record(

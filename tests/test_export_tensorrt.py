@@ -25,12 +25,12 @@ def test_plan_precision_switches_on_the_major_version():
     fp32_files = {"encoder": ENCODER_FILE, "generator": GENERATOR_FILE}
     assert trtb.plan_precision(10, False) == trtb.PrecisionPlan("fp32", fp32_files, ())
     assert trtb.plan_precision(11, False) == trtb.PrecisionPlan("fp32", fp32_files, ())
-    # TensorRT 10: weak typing, the fp32 ONNX with BuilderFlag.FP16
-    assert trtb.plan_precision(10, True) == trtb.PrecisionPlan("fp16", fp32_files, ("FP16",))
-    # TensorRT 11+: BuilderFlag.FP16 is gone; the FP16 ONNX carries the precision
+    # FP16 is strongly typed on every version: the FP16 ONNX carries the precision, its float32 islands too
+    # (TensorRT 10 needs the creation flag; 11 ignores it and has no BuilderFlag.FP16).
     fp16_files = {"encoder": ENCODER_FP16_FILE, "generator": GENERATOR_FP16_FILE}
-    assert trtb.plan_precision(11, True) == trtb.PrecisionPlan("fp16", fp16_files, ())
-    assert trtb.plan_precision(12, True).builder_flags == ()
+    for major in (10, 11, 12):
+        assert trtb.plan_precision(major, True) == trtb.PrecisionPlan("fp16", fp16_files, (), ("STRONGLY_TYPED",))
+    assert trtb.plan_precision(10, False).network_flags == ()
     with pytest.raises(BackendUnavailable, match="too old"):
         trtb.plan_precision(8, True)
 
@@ -100,11 +100,12 @@ def test_cli_error_path_exits_2_with_one_line(bundle_dir, monkeypatch, capsys):
     assert "--max-batch must be at least 1" in capsys.readouterr().err
 
 
-def test_tensorrt_11_fp16_needs_the_fp16_onnx(bundle_dir):
+def test_fp16_engines_need_the_fp16_onnx(bundle_dir):
     bundle = load_bundle(bundle_dir)
-    with pytest.raises(BundleError, match="s2i-export fp16"):
-        trtb.require_onnx_files(bundle, trtb.plan_precision(11, True))
-    paths = trtb.require_onnx_files(bundle, trtb.plan_precision(10, True))
+    for major in (10, 11):
+        with pytest.raises(BundleError, match="run `s2i-export fp16 BUNDLE` first"):
+            trtb.require_onnx_files(bundle, trtb.plan_precision(major, True))
+    paths = trtb.require_onnx_files(bundle, trtb.plan_precision(10, False))
     assert paths["encoder"] == bundle_dir / ENCODER_FILE
 
 
@@ -127,8 +128,9 @@ def test_engine_record_and_manifest_update(bundle_dir, tmp_path):
     assert record["dir"] == "engines/nvidia-l4-trt10.13.0"
     assert record["plans"] == {"encoder": "engines/nvidia-l4-trt10.13.0/encoder.plan",
                                "generator": "engines/nvidia-l4-trt10.13.0/generator.plan"}
-    assert record["precision"] == "fp16" and record["builder_flags"] == ["FP16"]
-    assert record["onnx_sources"]["encoder"] == ENCODER_FILE
+    assert record["precision"] == "fp16" and record["builder_flags"] == []
+    assert record["network_flags"] == ["STRONGLY_TYPED"]
+    assert record["onnx_sources"]["encoder"] == ENCODER_FP16_FILE
     assert record["compute_capability"] == "8.9" and record["trt_major"] == 10
     assert record["profiles"]["encoder"]["mel"] == {"min": [1, 40, 64], "opt": [2, 40, 400], "max": [4, 40, 2000]}
     assert record["profiles"]["generator"]["embedding"]["max"] == [4, EMBEDDING_DIM]
@@ -145,7 +147,7 @@ def test_engine_record_and_manifest_update(bundle_dir, tmp_path):
     # a rebuild for the same GPU and version replaces its entry; another GPU adds one
     trtb.write_engine_files(reloaded, record, {"encoder": b"plan-e2", "generator": b"plan-g2"})
     other = _record(reloaded, gpu=trtb.GpuInfo("NVIDIA H100 80GB HBM3", "9.0"), version="11.4.0.1")
-    assert other["onnx_sources"]["encoder"] == ENCODER_FP16_FILE and other["builder_flags"] == []
+    assert other["onnx_sources"]["encoder"] == ENCODER_FP16_FILE and other["network_flags"] == ["STRONGLY_TYPED"]
     trtb.write_engine_files(load_bundle(copy), other, {"encoder": b"e", "generator": b"g"})
     assert [e["dir"] for e in load_bundle(copy).engines] == [record["dir"], other["dir"]]
 
