@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .models.discriminator import DiscriminatorOutput
+from .models.relation import RELATIONS
 
 # Li et al.'s weights
 JEL_DIFFERENT_CLASS_WEIGHT = 1.0
@@ -244,3 +245,10 @@ def image_speech_matching_loss(
     """DAMSM-like term: generated images' features (e.g. from the frozen teacher) must match the speech
     embeddings that conditioned them, against the other utterances of the batch (both directions)."""
     return matching_loss(speech, image_features, labels, gamma)
+
+
+def relation_loss(logits: torch.Tensor, relation: str) -> torch.Tensor:
+    """Cross-entropy of the relation supervisor's logits (B, len(RELATIONS)) when every pair of the batch
+    stands in `relation` (one of models.relation.RELATIONS)."""
+    target = torch.full((logits.shape[0],), RELATIONS.index(relation), dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target)

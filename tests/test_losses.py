@@ -187,3 +187,17 @@ def test_image_speech_matching_is_the_matching_loss():
     assert torch.equal(
         losses.image_speech_matching_loss(image, speech, labels), losses.matching_loss(speech, image, labels)
     )
+
+
+def test_relation_loss_labels_every_pair_with_one_relation():
+    from s2i_train.models import RELATIONS
+
+    assert RELATIONS == ("same", "similar", "fake", "different")
+    # Uniform logits: log 4 whatever the relation.
+    assert losses.relation_loss(torch.zeros(3, 4), "fake").item() == pytest.approx(math.log(4))
+    # Logits (0, 2, 0, 0) for every pair: "similar" costs -log(e^2 / (e^2 + 3)), "different" -log(1 / (e^2 + 3)).
+    logits = torch.tensor([[0.0, 2.0, 0.0, 0.0]]).repeat(2, 1)
+    assert losses.relation_loss(logits, "similar").item() == pytest.approx(math.log(math.exp(2) + 3) - 2)
+    assert losses.relation_loss(logits, "different").item() == pytest.approx(math.log(math.exp(2) + 3))
+    with pytest.raises(ValueError):
+        losses.relation_loss(logits, "identical")

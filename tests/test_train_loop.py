@@ -257,6 +257,35 @@ def test_generator_mode_seeking_and_extra_samples(base_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_papers_terms_train_and_the_relation_supervisor_resumes_exactly(base_run, tmp_path):
+    whole, halves = _copy(base_run, tmp_path, "papers"), _copy(base_run, tmp_path, "papers-halves")
+    terms = ["generator.class_aware_weight=1.0", "generator.speech_matching_weight=1.0",
+             "generator.relation_weight=1.0", "run.checkpoint_every=100"]
+    result = train_stage("generator", whole, overrides=[*terms, "generator.steps=4"], progress=False)
+    for name in ("g_class_aware", "g_matching", "g_relation", "relation"):
+        assert math.isfinite(result.last_metrics[name]) and result.last_metrics[name] >= 0.0, name
+    train_stage("generator", halves, overrides=[*terms, "generator.steps=2"], progress=False)
+    train_stage("generator", halves, overrides=[*terms, "generator.steps=4"], resume=True, progress=False)
+    a, b = load_file(str(whole / "generator.safetensors")), load_file(str(halves / "generator.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = load_state(whole, "generator")[1]["stage"], load_state(halves, "generator")[1]["stage"]
+    assert all(torch.equal(v, sb["relation"][k]) for k, v in sa["relation"].items())
+    # The relation supervisor reads the teacher's features, so it trains without teacher consistency too.
+    alone = train_stage("generator", whole, overrides=["generator.relation_weight=1.0", "generator.steps=1",
+                                                       "generator.teacher_consistency=false"], progress=False)
+    assert "g_relation" in alone.last_metrics and "g_teacher" not in alone.last_metrics
+    # A checkpoint from a run without it cannot continue with it.
+    plain = _copy(base_run, tmp_path, "plain")
+    train_stage("generator", plain, overrides=["generator.steps=2", "run.checkpoint_every=100"], progress=False)
+    refused = _cli("generator", "--run", str(plain), "--resume", "--set", "generator.relation_weight=1.0",
+                   "--set", "generator.steps=4")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: cannot resume with generator.relation_weight > 0: the checkpoint was trained without the relation "
+        "supervisor"]
+
+
+@pytest.mark.slow
 def test_generator_pair_discriminator_trains_and_resumes_exactly(base_run, tmp_path):
     whole, halves = _copy(base_run, tmp_path, "pair"), _copy(base_run, tmp_path, "pair-halves")
     pair = ["generator.pair_weight=1.0", "run.checkpoint_every=100"]

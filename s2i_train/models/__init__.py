@@ -29,11 +29,14 @@ from .image_encoders import (
     colour_scrambled,
     resize_to,
 )
+from .relation import RELATIONS, RelationSupervisor
 from .speech_encoder import SpeechEncoder, SpeechEncoderConfig, build_speech_encoder
 from .util import count_parameters, freeze
 
 __all__ = [
     "EMA",
+    "RELATIONS",
+    "RelationSupervisor",
     "ConditioningAugmentation",
     "Discriminator",
     "DiscriminatorConfig",

@@ -149,6 +149,17 @@ class GeneratorTrainConfig:
     # Share of the mismatched ("wrong") real images that have the caption's colour and another shape, so D's
     # conditional logit must check shape too. 0 = StackGAN's uniformly random other class.
     wrong_same_colour_fraction: float = 0.0
+    # Terms from the papers (issue #4's ablation), each 0 = off:
+    # Li et al.'s class-aware loss: D's pooled features of each generated image must lie nearest (scaled cosine,
+    # softmax over the batch) the real images of its caption's class.
+    class_aware_weight: float = 0.0
+    # AttnGAN's DAMSM-style matching on the teacher's features of the generated images: each must pick out the
+    # utterance that conditioned it among the batch's (S2IGAN's matching loss, both directions).
+    speech_matching_weight: float = 0.0
+    # S2IGAN's relation supervisor: an MLP over pairs of teacher features learns same / similar / fake /
+    # different (a real image with itself, with another of its class, with its caption's generated image, with
+    # another class); G is asked to make its image read as "similar". S2IGAN used 1.
+    relation_weight: float = 0.0
     sample_every: int = 0  # extra sample grids in RUN/samples/ every N steps; 0 = at checkpoints only
     model: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
 

@@ -9,7 +9,9 @@ read the fakes, optionally shifted and mirrored: `teacher_jitter`, and blurred: 
 `teacher.critic_widths` the critics read them too and the term is the mean over all). `novel_code_fraction` adds samples
 conditioned on attribute combinations drawn from the vocabulary, which no caption may have: they get only the
 terms that need no matching real image, so G learns every combination, not just the training pairs'. The
-encoder is frozen, so every caption's embedding is computed once up front.
+papers' own terms are switches too: Li et al.'s class-aware loss on D's features (`class_aware_weight`),
+DAMSM-style image-speech matching on the teacher's features (`speech_matching_weight`) and S2IGAN's relation
+supervisor (`relation_weight`). The encoder is frozen, so every caption's embedding is computed once up front.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from s2i_runtime.errors import InputError
 from .. import losses
 from ..checkpoint import GENERATOR, load_critics, load_speech_encoder, load_teacher, save_module
 from ..metrics import fit_softmax_regression
-from ..models import EMA, build_discriminators, build_generator, freeze
+from ..models import EMA, RelationSupervisor, build_discriminators, build_generator, freeze
 from ..models.generator import Generator
 from . import distributed
 from .banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
@@ -81,6 +83,8 @@ class GeneratorInputs(NamedTuple):
 
 # Columns of ATTRIBUTES that every caption names: what a real pair must share.
 SPOKEN_COLUMNS = tuple(ATTRIBUTES.index(name) for name in SPOKEN_ATTRIBUTES)
+# Columns that make the class: what the relation supervisor's "similar" images share.
+CLASS_COLUMNS = (ATTRIBUTES.index("colour"), ATTRIBUTES.index("shape"))
 
 
 class GeneratorStage:
@@ -98,7 +102,8 @@ class GeneratorStage:
         self.captions = load_caption_bank(root, "train", self.images, run_dir=run_dir)
         self.embeddings = caption_embeddings(encoder, self.captions)
         del encoder
-        self.teacher = freeze(load_teacher(run_dir)) if cfg.teacher_consistency else None
+        needs_teacher = cfg.teacher_consistency or cfg.speech_matching_weight > 0 or cfg.relation_weight > 0
+        self.teacher = freeze(load_teacher(run_dir)) if needs_teacher else None
         self.critics = ([freeze(c) for c in load_critics(run_dir, len(config.teacher.critic_widths))]
                         if cfg.teacher_consistency else [])
         torch.manual_seed(config.run.seed)
@@ -123,6 +128,11 @@ class GeneratorStage:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
         self.opt_d = [torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
                       for d in self.discriminators]
+        self.relation = None
+        if cfg.relation_weight > 0:
+            self.relation = RelationSupervisor(self.teacher.config.feature_dim)
+            distributed.broadcast_module(self.relation)
+            self.opt_relation = torch.optim.Adam(self.relation.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
         self.sampler = StepSampler(len(self.captions), cfg.batch_size, config.run.seed,
                                    distributed.rank(), distributed.world_size())
 
@@ -155,11 +165,14 @@ class GeneratorStage:
         novel_weight = cfg.novel_code_fraction
         mu = out.mu.detach()
         figures: dict[str, float] = {}
+        classes = self.images.class_ids[rows]  # the captions' classes (each shows its real image's)
+        real_features = []  # per scale, D's pooled features of the real images: the class-aware term's reference
 
         # Discriminators, one per scale.
         for i, (size, disc, opt) in enumerate(zip(self.sizes, self.discriminators, self.opt_d, strict=True)):
             real_code = disc.encode(self.images.images(rows, size))
             real_out = disc.heads(real_code, mu[captions])
+            real_features.append(real_out.features.detach())
             wrong_out = disc(self.images.images(wrong_rows, size), mu[captions])
             fake_code = disc.encode(out.images[i].detach())
             fake_out = disc.heads(fake_code, mu)
@@ -182,6 +195,9 @@ class GeneratorStage:
             distributed.average_gradients(disc)
             opt.step()
             figures[f"d{size}"] = d_loss.item()
+        if self.relation is not None:
+            anchor = self.train_relation_supervisor(rows, wrong_rows, out.images[-1][captions].detach(), step,
+                                                    figures)
 
         # Generator.
         g_loss = torch.zeros(())
@@ -199,6 +215,10 @@ class GeneratorStage:
                 attr, _ = attribute_loss(fake_out.attribute_logits, labels, SPOKEN_ATTRIBUTES)
                 g_loss = g_loss + cfg.d_attribute_weight * attr
                 figures["g_d_attr"] = attr.item()
+            if cfg.class_aware_weight > 0:
+                class_aware = losses.class_aware_feature_loss(fake_out.features[captions], real_features[i], classes)
+                g_loss = g_loss + cfg.class_aware_weight * class_aware
+                figures["g_class_aware"] = class_aware.item()
         if cfg.mode_seeking_weight > 0 and paired:
             image_gap = (out.images[-1][:half] - out.images[-1][half : 2 * half]).abs().mean(dim=(1, 2, 3))
             z_gap = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
@@ -207,7 +227,17 @@ class GeneratorStage:
             figures["mode_seeking"] = mode_seeking.item()
         kl = losses.kl_loss(out.mu, out.logvar)
         g_loss = g_loss + cfg.kl_weight * kl
-        if self.teacher is not None:
+        if cfg.speech_matching_weight > 0 or self.relation is not None:
+            fake_features = self.teacher(out.images[-1][captions]).features
+            if cfg.speech_matching_weight > 0:
+                matching = losses.image_speech_matching_loss(fake_features, inputs.embedding[captions], classes)
+                g_loss = g_loss + cfg.speech_matching_weight * matching
+                figures["g_matching"] = matching.item()
+            if self.relation is not None:
+                relation = losses.relation_loss(self.relation(anchor, fake_features), "similar")
+                g_loss = g_loss + cfg.relation_weight * relation
+                figures["g_relation"] = relation.item()
+        if cfg.teacher_consistency:
             seen = out.images[-1]
             if cfg.teacher_jitter > 0:
                 seen = jitter_images(seen, cfg.teacher_jitter, self.step_generator(step, stream=1))
@@ -279,6 +309,28 @@ class GeneratorStage:
             model(inputs.embedding, inputs.z, inputs.eps, inputs.code)
         return model.eval()
 
+    def train_relation_supervisor(self, rows: torch.Tensor, wrong_rows: torch.Tensor, fakes: torch.Tensor,
+                                  step: int, figures: dict[str, float]) -> torch.Tensor:
+        """One step of the relation supervisor on the teacher's features of the captions' real images paired with
+        themselves, with another image of their class, with their generated images and with the wrong (other
+        class) images. Returns the real images' features: the anchors of G's relation term."""
+        size = self.sizes[-1]
+        similar_rows = self.images.partner_indices(rows, CLASS_COLUMNS, self.step_generator(step, stream=6))
+        with torch.no_grad():
+            anchor, similar, different, fake = (
+                self.teacher(images).features for images in (
+                    self.images.images(rows, size), self.images.images(similar_rows, size),
+                    self.images.images(wrong_rows, size), fakes))
+        pairs = {"same": anchor, "similar": similar, "fake": fake, "different": different}
+        loss = sum(losses.relation_loss(self.relation(anchor, other), relation)
+                   for relation, other in pairs.items()) / len(pairs)
+        self.opt_relation.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(self.relation)
+        self.opt_relation.step()
+        figures["relation"] = loss.item()
+        return anchor
+
     def caption_code(self, embedding: torch.Tensor, image_labels: torch.Tensor) -> list[torch.Tensor]:
         """The captions' attribute code for training: the read-outs, and for the drawn blocks the class the
         real image shows (at inference each image draws it from the read-out)."""
@@ -318,7 +370,7 @@ class GeneratorStage:
 
     def synced_modules(self) -> list:
         """Modules every rank must hold identically (checked at the end of a multi-process run)."""
-        return [self.generator, self.discriminators]
+        return [self.generator, self.discriminators] + ([self.relation] if self.relation is not None else [])
 
     def state(self) -> dict[str, Any]:
         return {
@@ -327,7 +379,8 @@ class GeneratorStage:
             "ema": self.ema.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": [opt.state_dict() for opt in self.opt_d],
-        }
+        } | ({"relation": self.relation.state_dict(), "opt_relation": self.opt_relation.state_dict()}
+             if self.relation is not None else {})
 
     def load_state(self, tree: dict[str, Any]) -> None:
         self.generator.load_state_dict(tree["generator"])
@@ -336,6 +389,12 @@ class GeneratorStage:
         self.opt_g.load_state_dict(tree["opt_g"])
         for opt, state in zip(self.opt_d, tree["opt_d"], strict=True):
             opt.load_state_dict(state)
+        if self.relation is not None:
+            if "relation" not in tree:
+                raise InputError("cannot resume with generator.relation_weight > 0: the checkpoint was trained "
+                                 "without the relation supervisor")
+            self.relation.load_state_dict(tree["relation"])
+            self.opt_relation.load_state_dict(tree["opt_relation"])
 
     def save_outputs(self, step: int) -> None:
         summary = {
