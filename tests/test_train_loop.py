@@ -228,6 +228,12 @@ def test_other_encoder_objectives_train_and_evaluate(base_run, tmp_path, objecti
     assert "generated" not in report
 
 
+def test_teacher_student_towards_the_spoken_mean_trains(base_run, tmp_path):
+    run = _copy(base_run, tmp_path, "spoken_mean")
+    result = train_stage("encoder", run, overrides=["encoder.teacher_target=spoken_mean"], progress=False)
+    assert result.end_step == 3 and math.isfinite(result.last_metrics["jel"])
+
+
 def test_unknown_objective_is_an_input_error(base_run, tmp_path):
     from s2i_runtime.errors import InputError
 

@@ -87,6 +87,12 @@ class EncoderTrainConfig:
     lr_decay_every: int = 0  # steps between ×0.5 decays; 0 = constant
     lambda_norm: float = 5.0
     lambda_kd: float = 1000.0  # the distillation temperature is losses.KD_TEMPERATURE (2)
+    # What the teacher-student objective pulls a caption towards: "image" = the teacher's features of the
+    # caption's own image (Li et al.); "spoken_mean" = the mean of the teacher's features over every training
+    # image that agrees with what the caption says (colour, shape, size, and the background when named). A
+    # caption cannot know its image's position, rotation or unsaid background, so the per-image target asks
+    # the student to guess them; the mean is what it can be right about.
+    teacher_target: str = "image"
     # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the
     # caption's annotated attributes, added to any objective). The teacher-student target is one point per
     # training class, so the encoder can learn 48 whole-class patterns and misread an unseen colour-shape

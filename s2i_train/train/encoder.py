@@ -29,6 +29,7 @@ from .config import TrainConfig
 from .loop import StepSampler
 
 OBJECTIVES = ("teacher_student", "classifier", "sen")
+TEACHER_TARGETS = ("image", "spoken_mean")
 
 
 @torch.no_grad()
@@ -40,6 +41,21 @@ def teacher_features(teacher: nn.Module, images, size: int, batch_size: int = 25
         rows = torch.arange(start, min(start + batch_size, len(images)))
         out.append(teacher(images.images(rows, size)).features)
     return torch.cat(out)
+
+
+def spoken_mean_targets(features: torch.Tensor, image_attributes: torch.Tensor, captions) -> torch.Tensor:
+    """Per caption, the mean teacher feature of the training images that agree with every attribute the
+    caption names (N_captions, D). Its own image always agrees, so no group is empty."""
+    said = captions.spoken
+    # unsaid attributes become -1 so captions that leave the same things open share a key
+    caption_keys = torch.where(said, captions.attributes, torch.full_like(captions.attributes, -1))
+    keys, group = torch.unique(caption_keys, dim=0, return_inverse=True)
+    means = torch.empty(len(keys), features.shape[1])
+    for k, key in enumerate(keys):
+        named = key >= 0
+        agree = (image_attributes[:, named] == key[named]).all(dim=1)
+        means[k] = features[agree].mean(dim=0)
+    return means[group]
 
 
 class EncoderWithHead(nn.Module):
@@ -70,10 +86,13 @@ class EncoderStage:
     def __init__(self, config: TrainConfig, run_dir: Path):
         self.config = config
         self.cfg = cfg = config.encoder
-        if cfg.objective not in OBJECTIVES:
+        if cfg.objective not in OBJECTIVES or cfg.teacher_target not in TEACHER_TARGETS:
             from s2i_runtime.errors import InputError
 
-            raise InputError(f"encoder.objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+            if cfg.objective not in OBJECTIVES:
+                raise InputError(f"encoder.objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+            raise InputError(f"encoder.teacher_target must be one of {', '.join(TEACHER_TARGETS)}, "
+                             f"got {cfg.teacher_target!r}")
         self.run_dir = run_dir
         root = config.data.root
         images = None
@@ -87,6 +106,12 @@ class EncoderStage:
             images = load_image_bank(root, "train", (config.teacher.image_size,), run_dir)
         self.captions = load_caption_bank(root, "train", images, run_dir=run_dir)
         self.class_targets = train_class_targets(self.captions.class_ids)
+        # one target row per caption
+        if self.targets is not None:
+            if cfg.teacher_target == "spoken_mean":
+                self.targets = spoken_mean_targets(self.targets, images.attributes, self.captions)
+            else:
+                self.targets = self.targets[self.captions.image_index]
         torch.manual_seed(config.run.seed)
         self.model_config = cfg.model
         self.model = build_speech_encoder(self.model_config)
@@ -122,7 +147,7 @@ class EncoderStage:
         for group in self.opt.param_groups:
             group["lr"] = self._lr(step)
         self.trainable.train()
-        target = self.targets[self.captions.image_index[idx]] if self.targets is not None else None
+        target = self.targets[idx] if self.targets is not None else None
         student, speech_logits, image_logits, attribute_logits = self.trained(mel, lengths, target)
         figures: dict[str, float] = {}
         if self.cfg.objective == "teacher_student":
