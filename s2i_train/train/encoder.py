@@ -86,13 +86,12 @@ class EncoderStage:
     def __init__(self, config: TrainConfig, run_dir: Path):
         self.config = config
         self.cfg = cfg = config.encoder
-        if cfg.objective not in OBJECTIVES or cfg.teacher_target not in TEACHER_TARGETS:
-            from s2i_runtime.errors import InputError
+        for field, allowed in (("objective", OBJECTIVES), ("teacher_target", TEACHER_TARGETS)):
+            value = getattr(cfg, field)
+            if value not in allowed:
+                from s2i_runtime.errors import InputError
 
-            if cfg.objective not in OBJECTIVES:
-                raise InputError(f"encoder.objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
-            raise InputError(f"encoder.teacher_target must be one of {', '.join(TEACHER_TARGETS)}, "
-                             f"got {cfg.teacher_target!r}")
+                raise InputError(f"encoder.{field} must be one of {', '.join(allowed)}, got {value!r}")
         self.run_dir = run_dir
         root = config.data.root
         images = None
@@ -106,7 +105,7 @@ class EncoderStage:
             images = load_image_bank(root, "train", (config.teacher.image_size,), run_dir)
         self.captions = load_caption_bank(root, "train", images, run_dir=run_dir)
         self.class_targets = train_class_targets(self.captions.class_ids)
-        # one target row per caption
+        # Indexed by caption from here on, so a step gathers its targets the same way whichever target is chosen.
         if self.targets is not None:
             if cfg.teacher_target == "spoken_mean":
                 self.targets = spoken_mean_targets(self.targets, images.attributes, self.captions)
