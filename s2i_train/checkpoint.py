@@ -154,6 +154,11 @@ def load_teacher(run_dir: str | Path) -> nn.Module:
     return load_module(run_dir, TEACHER)
 
 
+def encoder_teacher_name(run_dir: str | Path) -> str:
+    """The module whose features the run's speech encoder was taught to match (`encoder.teacher`)."""
+    return str(read_meta(run_dir, ENCODER).get("summary", {}).get("teacher", TEACHER))
+
+
 def critic_name(index: int) -> str:
     """The module name of critic `index` (1, 2, ...)."""
     return f"{CRITIC}-{index}"

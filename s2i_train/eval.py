@@ -27,7 +27,16 @@ from PIL import Image
 from s2i_runtime.errors import InputError
 from s2i_runtime.fsutil import atomic_path, atomic_write_text
 
-from .checkpoint import ENCODER, GENERATOR, TEACHER, has_module, load_judge, load_module, read_meta
+from .checkpoint import (
+    ENCODER,
+    GENERATOR,
+    TEACHER,
+    encoder_teacher_name,
+    has_module,
+    load_judge,
+    load_module,
+    read_meta,
+)
 from .data import vocabulary
 from .metrics import (
     frechet_distance,
@@ -143,12 +152,21 @@ def evaluate(
         retrieval: dict[str, Any] = {"objective": objective}
         retrieval["speech_to_speech"] = retrieval_scores(speech.numpy(), labels, speech.numpy(), labels,
                                                          exclude_self=True)
+        # Relevance by one spoken attribute at a time: where an encoder's classes blur, colour or shape.
+        by_attribute = {}
+        for name in SPOKEN_ATTRIBUTES:
+            said = test_captions.attributes[:, ATTRIBUTES.index(name)].numpy()
+            by_attribute[name] = retrieval_scores(speech.numpy(), said, speech.numpy(), said, exclude_self=True)["mAP"]
+        retrieval["speech_to_speech_by_attribute"] = by_attribute
         if objective in ("teacher_student", "sen") and teacher is not None:
             tsize = teacher.config.image_size
-            feats = torch.cat(_batched(lambda r: teacher(test_images.images(r, tsize)).features,
+            taught_by = encoder_teacher_name(run_dir)
+            image_side = teacher if taught_by == TEACHER else load_module(run_dir, taught_by).eval()
+            feats = torch.cat(_batched(lambda r: image_side(test_images.images(r, tsize)).features,
                                        len(test_images), 256))
             retrieval["speech_to_image"] = retrieval_scores(speech.numpy(), labels, feats.numpy(),
                                                             test_images.class_ids.numpy())
+            retrieval["teacher"] = taught_by
             # How well the frozen teacher itself reads unseen combinations (CALIBRATION.md's trap).
             with torch.no_grad():
                 heads = torch.cat([torch.cat([teacher(test_images.images(r, tsize)).attribute_logits[a]
@@ -326,6 +344,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             if kind in ret:
                 lines.append(f"retrieval {kind} ({ret['objective']}): mAP {ret[kind]['mAP']:.3f}, "
                              f"R@1 {ret[kind]['R@1']:.3f}")
+        if "speech_to_speech_by_attribute" in ret:
+            lines.append("retrieval speech_to_speech mAP by one attribute: "
+                         + ", ".join(f"{a} {m:.3f}" for a, m in ret["speech_to_speech_by_attribute"].items()))
     gen = result.get("generated")
     if gen:
         acc = gen["judge_accuracy"]

@@ -180,6 +180,9 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     result = evaluate(None, run)
     assert set(result["judge_real"]) >= {"colour", "shape", "size", "images"}
     assert {"speech_to_image", "speech_to_speech"} <= set(result["retrieval"])
+    assert result["retrieval"]["teacher"] == "teacher"
+    by_attribute = result["retrieval"]["speech_to_speech_by_attribute"]
+    assert set(by_attribute) == {"colour", "shape", "size"} and all(0.0 < v <= 1.0 for v in by_attribute.values())
     assert set(result["encoder_probe"]) == {"colour", "shape", "size"}
     assert all(0.0 <= v <= 1.0 for v in result["encoder_probe"].values())
     gen = result["generated"]
@@ -232,6 +235,46 @@ def test_teacher_student_towards_the_spoken_mean_trains(base_run, tmp_path):
     run = _copy(base_run, tmp_path, "spoken_mean")
     result = train_stage("encoder", run, overrides=["encoder.teacher_target=spoken_mean"], progress=False)
     assert result.end_step == 3 and math.isfinite(result.last_metrics["jel"])
+
+
+def test_encoder_teacher_best_picks_by_class_retrieval_on_training_images(base_run, tmp_path):
+    from s2i_runtime.errors import InputError
+    from s2i_train.checkpoint import encoder_teacher_name, load_module
+    from s2i_train.train.banks import load_image_bank
+    from s2i_train.train.config import load_run_config
+    from s2i_train.train.encoder import class_retrieval_map, teacher_features
+
+    run = _copy(base_run, tmp_path, "best")
+    train_stage("encoder", run, overrides=["encoder.teacher=best"], progress=False)
+    summary = json.loads((run / "encoder.json").read_text())["summary"]
+    scores = summary["teacher_class_map"]
+    assert set(scores) == {"teacher", "critic-1"}
+    chosen = summary["teacher"]
+    assert chosen == max(scores, key=scores.get) == encoder_teacher_name(run)
+    config = load_run_config(run)
+    size = config.teacher.image_size
+    images = load_image_bank(config.data.root, "train", (size,), run)
+    features = teacher_features(load_module(run, chosen), images, size)
+    assert scores[chosen] == pytest.approx(class_retrieval_map(features, images.class_ids), abs=1e-4)
+
+    named = _copy(base_run, tmp_path, "critic")
+    train_stage("encoder", named, overrides=["encoder.teacher=critic-1"], progress=False)
+    assert encoder_teacher_name(named) == "critic-1"
+    assert "teacher_class_map" not in json.loads((named / "encoder.json").read_text())["summary"]
+    # The generator's speech-image matching reads generated images with the network the encoder was taught by.
+    from s2i_train.train.config import load_config
+    from s2i_train.train.generator import GeneratorStage
+
+    terms = ["generator.speech_matching_weight=1.0", "generator.relation_weight=1.0"]
+    config = load_config(named / "config.toml", terms)
+    stage = GeneratorStage(config, named)
+    critic = load_file(str(named / "critic-1.safetensors"))
+    assert all(torch.equal(critic[k], v) for k, v in stage.speech_space.state_dict().items())
+    figures = stage.train_step(0)
+    assert math.isfinite(figures["g_matching"]) and math.isfinite(figures["g_relation"])
+    with pytest.raises(InputError, match="critic-2"):
+        train_stage("encoder", _copy(base_run, tmp_path, "missing"), overrides=["encoder.teacher=critic-2"],
+                    progress=False)
 
 
 def test_unknown_objective_is_an_input_error(base_run, tmp_path):

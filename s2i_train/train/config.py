@@ -93,6 +93,12 @@ class EncoderTrainConfig:
     # caption cannot know its image's position, rotation or unsaid background, so the per-image target asks
     # the student to guess them; the mean is what it can be right about.
     teacher_target: str = "image"
+    # Which frozen image network teaches: "teacher" (the run's teacher, Li et al.), a critic ("critic-2"), or
+    # "best" = of the teacher and the critics, the one whose features retrieve the *training* images by class
+    # best (cosine mAP). Teachers trained alike from different seeds differ in how tightly their features
+    # group a class (0.935 / 0.968 / 0.979 on unseen pairs, in the order their training images rank them),
+    # and the student inherits that geometry.
+    teacher: str = "teacher"
     # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the
     # caption's annotated attributes, added to any objective). The teacher-student target is one point per
     # training class, so the encoder can learn 48 whole-class patterns and misread an unseen colour-shape

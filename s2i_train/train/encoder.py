@@ -17,9 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from s2i_runtime.errors import InputError
+
 from .. import losses
-from ..checkpoint import ENCODER, load_teacher, save_module
+from ..checkpoint import CRITIC, ENCODER, TEACHER, critic_index, critic_name, load_module, save_module
 from ..data import vocabulary
+from ..metrics import retrieval_scores
 from ..models import build_speech_encoder
 from . import distributed
 from .augment import spec_augment
@@ -41,6 +44,33 @@ def teacher_features(teacher: nn.Module, images, size: int, batch_size: int = 25
         rows = torch.arange(start, min(start + batch_size, len(images)))
         out.append(teacher(images.images(rows, size)).features)
     return torch.cat(out)
+
+
+def class_retrieval_map(features: torch.Tensor, class_ids: torch.Tensor) -> float:
+    """How well features retrieve the other images of their class (cosine, mAP, each image left out)."""
+    x, labels = features.numpy(), class_ids.numpy()
+    return retrieval_scores(x, labels, x, labels, exclude_self=True)["mAP"]
+
+
+def teacher_candidates(choice: str, critics: int) -> list[str]:
+    """The modules `encoder.teacher = choice` may pick from, given the number of configured critics."""
+    if choice == "best":
+        return [TEACHER] + [critic_name(i) for i in range(1, critics + 1)]
+    if choice == TEACHER or critic_index(choice) > 0:
+        return [choice]
+    raise InputError(f"encoder.teacher must be 'teacher', 'best' or '{CRITIC}-N', got {choice!r}")
+
+
+def choose_teacher(run_dir: Path, candidates: list[str], images, size: int
+                   ) -> tuple[str, torch.Tensor, dict[str, float]]:
+    """The teaching module, its features of every training image, and (when there is a choice) each
+    candidate's class-retrieval mAP on those images: only training data decides."""
+    features = {name: teacher_features(load_module(run_dir, name), images, size) for name in candidates}
+    if len(candidates) == 1:
+        return candidates[0], features[candidates[0]], {}
+    scores = {name: class_retrieval_map(f, images.class_ids) for name, f in features.items()}
+    best = max(candidates, key=lambda name: scores[name])
+    return best, features[best], scores
 
 
 def spoken_mean_targets(features: torch.Tensor, image_attributes: torch.Tensor, captions) -> torch.Tensor:
@@ -89,18 +119,17 @@ class EncoderStage:
         for field, allowed in (("objective", OBJECTIVES), ("teacher_target", TEACHER_TARGETS)):
             value = getattr(cfg, field)
             if value not in allowed:
-                from s2i_runtime.errors import InputError
-
                 raise InputError(f"encoder.{field} must be one of {', '.join(allowed)}, got {value!r}")
         self.run_dir = run_dir
         root = config.data.root
         images = None
         self.targets = None
+        self.teacher_name, self.teacher_scores = None, {}
         if cfg.objective in ("teacher_student", "sen"):
-            teacher = load_teacher(run_dir)
-            size = teacher.config.image_size
+            candidates = teacher_candidates(cfg.teacher, len(config.teacher.critic_widths))
+            size = config.teacher.image_size
             images = load_image_bank(root, "train", (size,), run_dir)
-            self.targets = teacher_features(teacher, images, size)
+            self.teacher_name, self.targets, self.teacher_scores = choose_teacher(run_dir, candidates, images, size)
         else:
             images = load_image_bank(root, "train", (config.teacher.image_size,), run_dir)
         self.captions = load_caption_bank(root, "train", images, run_dir=run_dir)
@@ -194,4 +223,8 @@ class EncoderStage:
 
     def save_outputs(self, step: int) -> None:
         summary = {"step": step, "objective": self.cfg.objective, "captions": len(self.captions)}
+        if self.teacher_name is not None:
+            summary["teacher"] = self.teacher_name
+        if self.teacher_scores:
+            summary["teacher_class_map"] = {name: round(v, 4) for name, v in self.teacher_scores.items()}
         save_module(self.run_dir, ENCODER, self.model.eval(), self.model_config, summary)

@@ -28,7 +28,16 @@ from torch import nn
 from s2i_runtime.errors import InputError
 
 from .. import losses
-from ..checkpoint import GENERATOR, load_critics, load_speech_encoder, load_teacher, save_module
+from ..checkpoint import (
+    GENERATOR,
+    TEACHER,
+    encoder_teacher_name,
+    load_critics,
+    load_module,
+    load_speech_encoder,
+    load_teacher,
+    save_module,
+)
 from ..metrics import fit_softmax_regression
 from ..models import EMA, RelationSupervisor, build_discriminators, build_generator, freeze
 from ..models.generator import Generator
@@ -104,6 +113,11 @@ class GeneratorStage:
         del encoder
         needs_teacher = cfg.teacher_consistency or cfg.speech_matching_weight > 0 or cfg.relation_weight > 0
         self.teacher = freeze(load_teacher(run_dir)) if needs_teacher else None
+        # Speech-image matching compares the embedding with image features of the space it was taught in.
+        self.speech_space = None
+        if cfg.speech_matching_weight > 0:
+            taught_by = encoder_teacher_name(run_dir)
+            self.speech_space = self.teacher if taught_by == TEACHER else freeze(load_module(run_dir, taught_by))
         self.critics = ([freeze(c) for c in load_critics(run_dir, len(config.teacher.critic_widths))]
                         if cfg.teacher_consistency else [])
         torch.manual_seed(config.run.seed)
@@ -227,16 +241,17 @@ class GeneratorStage:
             figures["mode_seeking"] = mode_seeking.item()
         kl = losses.kl_loss(out.mu, out.logvar)
         g_loss = g_loss + cfg.kl_weight * kl
-        if cfg.speech_matching_weight > 0 or self.relation is not None:
-            fake_features = self.teacher(out.images[-1][captions]).features
-            if cfg.speech_matching_weight > 0:
-                matching = losses.image_speech_matching_loss(fake_features, inputs.embedding[captions], classes)
-                g_loss = g_loss + cfg.speech_matching_weight * matching
-                figures["g_matching"] = matching.item()
-            if self.relation is not None:
-                relation = losses.relation_loss(self.relation(anchor, fake_features), "similar")
-                g_loss = g_loss + cfg.relation_weight * relation
-                figures["g_relation"] = relation.item()
+        if self.speech_space is not None:
+            fake_features = self.speech_space(out.images[-1][captions]).features
+            matching = losses.image_speech_matching_loss(fake_features, inputs.embedding[captions], classes)
+            g_loss = g_loss + cfg.speech_matching_weight * matching
+            figures["g_matching"] = matching.item()
+        if self.relation is not None:
+            if self.speech_space is not self.teacher:
+                fake_features = self.teacher(out.images[-1][captions]).features
+            relation = losses.relation_loss(self.relation(anchor, fake_features), "similar")
+            g_loss = g_loss + cfg.relation_weight * relation
+            figures["g_relation"] = relation.item()
         if cfg.teacher_consistency:
             seen = out.images[-1]
             if cfg.teacher_jitter > 0:
