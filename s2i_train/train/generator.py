@@ -247,9 +247,10 @@ class GeneratorStage:
             g_loss = g_loss + cfg.speech_matching_weight * matching
             figures["g_matching"] = matching.item()
         if self.relation is not None:
-            if self.speech_space is not self.teacher:
-                fake_features = self.teacher(out.images[-1][captions]).features
-            relation = losses.relation_loss(self.relation(anchor, fake_features), "similar")
+            # The supervisor learned the teacher's features; reuse the matching's read when it was the teacher's.
+            teacher_read = (fake_features if self.speech_space is self.teacher
+                            else self.teacher(out.images[-1][captions]).features)
+            relation = losses.relation_loss(self.relation(anchor, teacher_read), "similar")
             g_loss = g_loss + cfg.relation_weight * relation
             figures["g_relation"] = relation.item()
         if cfg.teacher_consistency:
