@@ -6,6 +6,7 @@ RUN/
   judge.safetensors + judge.json     teacher.safetensors + teacher.json
   critic-1.safetensors + critic-1.json ...   (optional extra teachers that check the generator)
   encoder.safetensors + encoder.json
+  teacher-whitening.safetensors + .json    (the encoder's target space, when encoder.teacher_whiten is on)
   generator.safetensors + generator.json   (the EMA generator)
   state/training.pt                  optimiser / EMA / RNG / data-order state for --resume
   metrics.jsonl  eval.json  samples/
@@ -42,6 +43,7 @@ GENERATOR = "generator"
 TEACHER = "teacher"
 CRITIC = "critic"  # critic-1, critic-2, ...: extra teachers that only check the generator
 JUDGE = "judge"
+TEACHER_WHITENING = "teacher-whitening"  # the encoder's target space, when encoder.teacher_whiten is on
 STATE_DIR = "state"
 TRAINING_STATE_FILE = "training.pt"
 
@@ -159,6 +161,18 @@ def encoder_teacher_name(run_dir: str | Path) -> str:
     return str(read_meta(run_dir, ENCODER).get("summary", {}).get("teacher", TEACHER))
 
 
+def encoder_image_space(run_dir: str | Path, teacher: nn.Module | None = None) -> nn.Module:
+    """The image network whose features the run's speech encoder was taught to match, read through the
+    encoder's target whitening when it was trained with one. `teacher`: the run's teacher if already loaded."""
+    from .models import WhitenedImageNetwork
+
+    name = encoder_teacher_name(run_dir)
+    network = teacher if teacher is not None and name == TEACHER else load_module(run_dir, name)
+    if read_meta(run_dir, ENCODER).get("summary", {}).get("teacher_whiten", "none") == "none":
+        return network
+    return WhitenedImageNetwork(network, load_module(run_dir, TEACHER_WHITENING)).eval()
+
+
 def critic_name(index: int) -> str:
     """The module name of critic `index` (1, 2, ...)."""
     return f"{CRITIC}-{index}"
@@ -203,7 +217,7 @@ def _known(arch: str) -> str:
 
 
 def _registry() -> dict[str, tuple[Any, Callable[[Any], nn.Module]]]:
-    from .models import discriminator, generator, image_encoders, speech_encoder
+    from .models import discriminator, generator, image_encoders, speech_encoder, whitening
 
     entries: dict[str, tuple[Any, Callable[[Any], nn.Module]]] = {
         arch: (speech_encoder.SpeechEncoderConfig, speech_encoder.build_speech_encoder) for arch in speech_encoder.ARCHS
@@ -212,6 +226,7 @@ def _registry() -> dict[str, tuple[Any, Callable[[Any], nn.Module]]]:
     entries[discriminator.ARCH] = (discriminator.DiscriminatorConfig, discriminator.build_discriminator)
     entries[image_encoders.TEACHER_ARCH] = (image_encoders.ShapesTeacherConfig, image_encoders.ShapesTeacher)
     entries[image_encoders.JUDGE_ARCH] = (image_encoders.JudgeConfig, image_encoders.Judge)
+    entries[whitening.WHITENING_ARCH] = (whitening.FeatureWhiteningConfig, whitening.FeatureWhitening)
     return entries
 
 

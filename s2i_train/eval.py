@@ -31,6 +31,7 @@ from .checkpoint import (
     ENCODER,
     GENERATOR,
     TEACHER,
+    encoder_image_space,
     encoder_teacher_name,
     has_module,
     load_judge,
@@ -161,7 +162,7 @@ def evaluate(
         if objective in ("teacher_student", "sen") and teacher is not None:
             tsize = teacher.config.image_size
             taught_by = encoder_teacher_name(run_dir)
-            image_side = teacher if taught_by == TEACHER else load_module(run_dir, taught_by).eval()
+            image_side = encoder_image_space(run_dir, teacher)
             feats = torch.cat(_batched(lambda r: image_side(test_images.images(r, tsize)).features,
                                        len(test_images), 256))
             retrieval["speech_to_image"] = retrieval_scores(speech.numpy(), labels, feats.numpy(),

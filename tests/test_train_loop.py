@@ -277,6 +277,40 @@ def test_encoder_teacher_best_picks_by_class_retrieval_on_training_images(base_r
                     progress=False)
 
 
+def test_whitened_targets_are_saved_and_read_back_as_the_encoders_image_space(base_run, tmp_path):
+    from s2i_train.checkpoint import encoder_image_space, load_module
+    from s2i_train.models import FeatureWhitening
+    from s2i_train.train.banks import load_image_bank
+    from s2i_train.train.config import load_config, load_run_config
+    from s2i_train.train.encoder import teacher_features
+    from s2i_train.train.generator import GeneratorStage
+
+    run = _copy(base_run, tmp_path, "white")
+    train_stage("encoder", run, overrides=["encoder.teacher_whiten=class", "encoder.teacher_whiten_shrink=0.5"],
+                progress=False)
+    assert json.loads((run / "encoder.json").read_text())["summary"]["teacher_whiten"] == "class"
+    config = load_run_config(run)
+    size = config.teacher.image_size
+    images = load_image_bank(config.data.root, "train", (size,), run)
+    teacher = load_module(run, "teacher")
+    raw = teacher_features(teacher, images, size)
+    refit = FeatureWhitening.fit(raw, images.class_ids, 0.5)
+    saved = load_module(run, "teacher-whitening")
+    assert saved.config.shrink == 0.5
+    assert torch.allclose(saved.matrix, refit.matrix) and torch.allclose(saved.mean, refit.mean)
+    space = encoder_image_space(run)
+    batch = images.images(torch.arange(4), size)
+    with torch.no_grad():
+        assert torch.allclose(space(batch).features, saved(teacher(batch).features), atol=1e-5)
+    # The generator's speech-image matching reads its images in the same whitened space.
+    stage = GeneratorStage(load_config(run / "config.toml", ["generator.speech_matching_weight=1.0"]), run)
+    assert stage.speech_space.whitening.config.shrink == 0.5
+    assert math.isfinite(stage.train_step(0)["g_matching"])
+    # An encoder trained again without whitening leaves the stale file unused.
+    train_stage("encoder", run, overrides=["encoder.teacher_whiten=none", "encoder.steps=4"], progress=False)
+    assert type(encoder_image_space(run)).__name__ == "ShapesTeacher"
+
+
 def test_unknown_objective_is_an_input_error(base_run, tmp_path):
     from s2i_runtime.errors import InputError
 

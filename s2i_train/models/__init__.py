@@ -32,6 +32,7 @@ from .image_encoders import (
 from .relation import RELATIONS, RelationSupervisor
 from .speech_encoder import SpeechEncoder, SpeechEncoderConfig, build_speech_encoder
 from .util import count_parameters, freeze
+from .whitening import FeatureWhitening, FeatureWhiteningConfig, WhitenedImageNetwork
 
 __all__ = [
     "EMA",
@@ -46,6 +47,8 @@ __all__ = [
     "GeneratorConfig",
     "GeneratorOutput",
     "ImageNetTeacher",
+    "FeatureWhitening",
+    "FeatureWhiteningConfig",
     "Judge",
     "JudgeConfig",
     "ShapesTeacher",
@@ -53,6 +56,7 @@ __all__ = [
     "SpeechEncoder",
     "SpeechEncoderConfig",
     "TeacherOutput",
+    "WhitenedImageNetwork",
     "build_discriminator",
     "build_discriminators",
     "build_generator",

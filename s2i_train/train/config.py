@@ -98,6 +98,13 @@ class EncoderTrainConfig:
     # best (cosine mAP). Measured (README): the three group unseen pairs at 0.935 / 0.968 / 0.979, in the order
     # their training images rank them, but their students retrieve speech alike (0.959 / 0.939 / 0.954).
     teacher: str = "teacher"
+    # Whiten the teacher's features before they become targets: "none" (Li et al.) or "class" = centre them and
+    # whiten their within-class scatter, fitted on the training images (shrunk towards the mean variance by
+    # teacher_whiten_shrink), then rescale to the raw features' mean norm. The colour-decorrelated teacher
+    # spends most of its variance on position, rotation and shape and little on colour; whitening makes the
+    # directions that separate classes, colour among them, the long ones.
+    teacher_whiten: str = "none"
+    teacher_whiten_shrink: float = 0.1
     # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the
     # caption's annotated attributes, added to any objective). The teacher-student target is one point per
     # training class, so the encoder can learn 48 whole-class patterns and misread an unseen colour-shape

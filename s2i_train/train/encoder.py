@@ -20,10 +20,19 @@ from torch import nn
 from s2i_runtime.errors import InputError
 
 from .. import losses
-from ..checkpoint import CRITIC, ENCODER, TEACHER, critic_index, critic_name, load_module, save_module
+from ..checkpoint import (
+    CRITIC,
+    ENCODER,
+    TEACHER,
+    TEACHER_WHITENING,
+    critic_index,
+    critic_name,
+    load_module,
+    save_module,
+)
 from ..data import vocabulary
 from ..metrics import retrieval_scores
-from ..models import build_speech_encoder
+from ..models import FeatureWhitening, build_speech_encoder
 from . import distributed
 from .augment import spec_augment
 from .banks import ATTRIBUTES, load_caption_bank, load_image_bank
@@ -33,6 +42,7 @@ from .loop import StepSampler
 
 OBJECTIVES = ("teacher_student", "classifier", "sen")
 TEACHER_TARGETS = ("image", "spoken_mean")
+TEACHER_WHITENINGS = ("none", "class")
 
 
 @torch.no_grad()
@@ -116,22 +126,23 @@ class EncoderStage:
     def __init__(self, config: TrainConfig, run_dir: Path):
         self.config = config
         self.cfg = cfg = config.encoder
-        for field, allowed in (("objective", OBJECTIVES), ("teacher_target", TEACHER_TARGETS)):
+        for field, allowed in (("objective", OBJECTIVES), ("teacher_target", TEACHER_TARGETS),
+                               ("teacher_whiten", TEACHER_WHITENINGS)):
             value = getattr(cfg, field)
             if value not in allowed:
                 raise InputError(f"encoder.{field} must be one of {', '.join(allowed)}, got {value!r}")
         self.run_dir = run_dir
         root = config.data.root
-        images = None
-        self.targets = None
+        size = config.teacher.image_size
+        images = load_image_bank(root, "train", (size,), run_dir)
+        self.targets, self.whitening = None, None
         self.teacher_name, self.teacher_scores = None, {}
         if cfg.objective in ("teacher_student", "sen"):
             candidates = teacher_candidates(cfg.teacher, len(config.teacher.critic_widths))
-            size = config.teacher.image_size
-            images = load_image_bank(root, "train", (size,), run_dir)
             self.teacher_name, self.targets, self.teacher_scores = choose_teacher(run_dir, candidates, images, size)
-        else:
-            images = load_image_bank(root, "train", (config.teacher.image_size,), run_dir)
+            if cfg.teacher_whiten == "class":
+                self.whitening = FeatureWhitening.fit(self.targets, images.class_ids, cfg.teacher_whiten_shrink)
+                self.targets = self.whitening(self.targets)
         self.captions = load_caption_bank(root, "train", images, run_dir=run_dir)
         self.class_targets = train_class_targets(self.captions.class_ids)
         # Indexed by caption from here on, so a step gathers its targets the same way whichever target is chosen.
@@ -227,4 +238,9 @@ class EncoderStage:
             summary["teacher"] = self.teacher_name
         if self.teacher_scores:
             summary["teacher_class_map"] = {name: round(v, 4) for name, v in self.teacher_scores.items()}
+        if self.whitening is not None:
+            # Written before the encoder, whose summary is what says the targets were whitened.
+            save_module(self.run_dir, TEACHER_WHITENING, self.whitening, self.whitening.config,
+                        {"fitted_on": self.teacher_name})
+            summary["teacher_whiten"] = self.cfg.teacher_whiten
         save_module(self.run_dir, ENCODER, self.model.eval(), self.model_config, summary)

@@ -30,10 +30,8 @@ from s2i_runtime.errors import InputError
 from .. import losses
 from ..checkpoint import (
     GENERATOR,
-    TEACHER,
-    encoder_teacher_name,
+    encoder_image_space,
     load_critics,
-    load_module,
     load_speech_encoder,
     load_teacher,
     save_module,
@@ -116,8 +114,7 @@ class GeneratorStage:
         # Speech-image matching compares the embedding with image features of the space it was taught in.
         self.speech_space = None
         if cfg.speech_matching_weight > 0:
-            taught_by = encoder_teacher_name(run_dir)
-            self.speech_space = self.teacher if taught_by == TEACHER else freeze(load_module(run_dir, taught_by))
+            self.speech_space = freeze(encoder_image_space(run_dir, self.teacher))
         self.critics = ([freeze(c) for c in load_critics(run_dir, len(config.teacher.critic_widths))]
                         if cfg.teacher_consistency else [])
         torch.manual_seed(config.run.seed)
