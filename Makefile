@@ -12,8 +12,10 @@ CONFIG ?= shapes64
 BUNDLE_OUT ?= s2i_runtime/default_bundle
 # The classifier-based encoder baseline with the same budget, for the retrieval comparison.
 RUN_CLASSIFIER ?= $(RUN)-classifier
+# The teacher-student encoder on class-whitened teacher targets (encoder.teacher_whiten), same budget.
+RUN_WHITENED ?= $(RUN)-whitened
 
-.PHONY: default-model data train evaluate export encoder-baseline clean-run
+.PHONY: default-model data train evaluate export encoder-baseline encoder-whitened clean-run
 
 default-model: export
 
@@ -52,5 +54,13 @@ encoder-baseline: $(RUN)/generator.safetensors
 		--set encoder.objective=classifier
 	$(BIN)/s2i-train eval --run $(RUN_CLASSIFIER)
 
+# Same data, teacher and budget, the teacher's features whitened within class before they become targets.
+encoder-whitened: $(RUN)/generator.safetensors
+	mkdir -p $(RUN_WHITENED)
+	cp $(RUN)/judge.json $(RUN)/judge.safetensors $(RUN)/teacher.json $(RUN)/teacher.safetensors $(RUN_WHITENED)/
+	$(BIN)/s2i-train encoder --run $(RUN_WHITENED) --data $(DATA) --config $(RUN)/config.toml \
+		--set encoder.teacher_whiten=class
+	$(BIN)/s2i-train eval --run $(RUN_WHITENED)
+
 clean-run:
-	rm -rf $(RUN) $(RUN_CLASSIFIER)
+	rm -rf $(RUN) $(RUN_CLASSIFIER) $(RUN_WHITENED)
