@@ -461,3 +461,43 @@ def test_background_head_and_background_term_train(base_run, tmp_path):
     assert closed.returncode == 2
     assert closed.stderr.strip().splitlines() == [
         "error: generator.background_weight needs generator.teacher_consistency = true"]
+
+
+@pytest.mark.slow
+def test_split_rows_deal_each_generated_image_to_one_reader(base_run, tmp_path):
+    from s2i_runtime.errors import InputError
+    from s2i_train.losses import teacher_consistency_loss
+    from s2i_train.train.config import load_run_config
+    from s2i_train.train.generator import GeneratorStage, Reading, _over_readers
+
+    run = _copy(base_run, tmp_path, "split-readers")
+    config = load_run_config(run)
+    config.generator.teacher_split_rows = True
+    config.generator.background_weight = 1.0
+    stage = GeneratorStage(config, run)  # the tiny config: the teacher and one critic
+    shares = stage.reader_shares(6, 3)
+    assert len(shares) == 2 and [weight for _, weight in shares] == [0.5, 0.5]
+    assert sorted(torch.cat([rows for rows, _ in shares]).tolist()) == list(range(6))
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(shares, stage.reader_shares(6, 3), strict=True))
+    deals = {tuple(stage.reader_shares(6, step)[0][0].tolist()) for step in range(8)}
+    assert len(deals) > 1  # dealt anew each step
+    with pytest.raises(InputError, match="at least 2 generated images"):
+        stage.reader_shares(1, 0)
+    figures = stage.train_step(0)
+    assert math.isfinite(figures["g_teacher"]) and math.isfinite(figures["g_background"])
+    config.generator.teacher_split_rows = False
+    assert stage.reader_shares(6, 3) == [(None, None)] * 2
+
+    # Weighted by share, the readers' term is the mean over rows of the loss of the reader that read each row.
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, -1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    per_row = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    dealt = [Reading({"shape": logits[:1]}, torch.tensor([0]), 0.25),
+             Reading({"shape": logits[1:]}, torch.tensor([1, 2, 3]), 0.75)]
+    term = _over_readers(dealt, lambda r: teacher_consistency_loss(r.logits, {"shape": labels[r.rows]}))
+    torch.testing.assert_close(term, per_row.mean())
+    # Unsplit, every reader read every row and the readers are averaged.
+    both = [Reading({"shape": logits}, None, None), Reading({"shape": -logits}, None, None)]
+    mean = (per_row.mean() + torch.nn.functional.cross_entropy(-logits, labels)) / 2
+    torch.testing.assert_close(_over_readers(both, lambda r: teacher_consistency_loss(r.logits, {"shape": labels})),
+                               mean)

@@ -80,6 +80,31 @@ def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, c
     ca.set_readouts(weights, biases)
 
 
+class Reading(NamedTuple):
+    """One frozen reader's (teacher, critic) attribute logits for the generated rows `rows` (None: all),
+    and its weight in the readers' terms (None: they are averaged)."""
+    logits: dict[str, torch.Tensor]
+    rows: torch.Tensor | None
+    weight: float | None
+
+
+def _rows(values, rows: torch.Tensor | None):
+    """The rows `rows` of a tensor or of each tensor of a dict; None = all of them."""
+    if rows is None:
+        return values
+    if isinstance(values, dict):
+        return {name: value[rows] for name, value in values.items()}
+    return values[rows]
+
+
+def _over_readers(readers: list[Reading], term) -> torch.Tensor:
+    """The readers' terms combined: the mean when each read every row (one scale whatever their number),
+    else weighted by each one's share of the rows."""
+    if all(r.weight is None for r in readers):
+        return sum(term(r) for r in readers) / len(readers)
+    return sum(r.weight * term(r) for r in readers)
+
+
 class GeneratorInputs(NamedTuple):
     embedding: torch.Tensor
     z: torch.Tensor
@@ -256,16 +281,18 @@ class GeneratorStage:
                 seen = jitter_images(seen, cfg.teacher_jitter, self.step_generator(step, stream=1))
             if cfg.teacher_blur > 0:
                 seen = blur_images(seen, cfg.teacher_blur, self.step_generator(step, stream=3))
-            read = self.teacher(seen)
-            readers = [read.attribute_logits] + [critic(seen).attribute_logits for critic in self.critics]
+            shares = self.reader_shares(len(seen), step)
+            readers = [Reading(net(_rows(seen, rows)).attribute_logits, rows, weight)
+                       for net, (rows, weight) in zip([self.teacher, *self.critics], shares, strict=True)]
             targets = attribute_labels(labels, SPOKEN_ATTRIBUTES)
-            # The mean over the teacher and its critics: one scale whatever their number.
-            consistency = sum(losses.teacher_consistency_loss(logits, targets) for logits in readers) / len(readers)
+            consistency = _over_readers(
+                readers, lambda r: losses.teacher_consistency_loss(r.logits, _rows(targets, r.rows)))
             if cfg.background_weight > 0:
                 background = self.background_loss(readers, labels, idx)
                 g_loss = g_loss + cfg.background_weight * background
                 figures["g_background"] = background.item()
-            accs = {f"acc_{n}": float((read.attribute_logits[n].argmax(1) == t).float().mean())
+            teacher = readers[0]
+            accs = {f"acc_{n}": float((teacher.logits[n].argmax(1) == _rows(t, teacher.rows)).float().mean())
                     for n, t in targets.items()}
             g_loss = g_loss + cfg.teacher_consistency_weight * consistency
             figures["g_teacher"] = consistency.item()
@@ -352,11 +379,10 @@ class GeneratorStage:
             code[block] = F.one_hot(image_labels[:, block], code[block].shape[1]).float()
         return code
 
-    def background_loss(self, readers: list[dict[str, torch.Tensor]], labels: torch.Tensor, idx: torch.Tensor
-                        ) -> torch.Tensor:
-        """Cross-entropy of the readers' (teacher, critics) background to the code's, mean over the readers, on
-        the rows whose code fixes one: all when the background block is drawn, else the captions that name it
-        and the novel codes."""
+    def background_loss(self, readers: list[Reading], labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the readers' (teacher, critics) background to the code's, weighted over the readers
+        as the consistency term is, on the rows whose code fixes one: all when the background block is drawn,
+        else the captions that name it and the novel codes."""
         column = ATTRIBUTES.index("background")
         named = torch.ones(len(labels), dtype=torch.bool)
         if column not in self.model_config.drawn_blocks:
@@ -364,8 +390,22 @@ class GeneratorStage:
         if not bool(named.any()):
             return torch.zeros(())
         targets = attribute_labels(labels, ("background",), named)
-        return sum(losses.attribute_loss({"background": logits["background"]}, targets) for logits in readers
-                   ) / len(readers)
+        return _over_readers(
+            readers, lambda r: losses.attribute_loss({"background": r.logits["background"]}, _rows(targets, r.rows)))
+
+    def reader_shares(self, rows: int, step: int) -> list[tuple[torch.Tensor | None, float | None]]:
+        """(rows read, weight) for the teacher and each critic: (None, None) = every row, the readers averaged;
+        with `teacher_split_rows` the rows are dealt at random (a pure function of seed and step, so a resumed
+        run deals the same) and a reader's weight is its share of the rows, so the term stays the mean over rows
+        of the loss of the reader that read it."""
+        count = 1 + len(self.critics)
+        if not self.cfg.teacher_split_rows or count == 1:
+            return [(None, None)] * count
+        if rows < count:
+            raise InputError(f"generator.teacher_split_rows needs at least {count} generated images per step "
+                             f"(one per reader); got {rows}")
+        dealt = torch.randperm(rows, generator=self.step_generator(step, stream=7)).tensor_split(count)
+        return [(share, len(share) / rows) for share in dealt]
 
     def novel_labels(self, step: int) -> torch.Tensor:
         """(n, 4) labels in ATTRIBUTES order drawn uniformly for the novel codes; a pure function of
