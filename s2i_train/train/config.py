@@ -148,8 +148,8 @@ class GeneratorTrainConfig:
     teacher_blur: float = 0.0
     # Each step, the generated rows are dealt at random among the teacher and its critics, so each reader sees a
     # share of the batch instead of all of it: the same loss in expectation for a third of the readers' cost with
-    # two critics (1.9 -> 1.35 s/step on 2 cores), time a fixed budget can spend on more steps. false = every
-    # reader reads every row.
+    # two critics (1.7 -> 1.23 s/step on a slow 2-core machine), time a fixed budget can spend on more steps.
+    # false = every reader reads every row.
     teacher_split_rows: bool = False
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
     # asked to keep their images apart. 0 = off (the default model trained without it).
