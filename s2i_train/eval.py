@@ -11,14 +11,21 @@
   size, and the background where it names one: what a faithful generator can reach); also among correctly
   judged samples only (CALIBRATION.md: a malformed image raises raw diversity too);
 - an image grid PNG (one row per test class: a real image, then samples).
+
+With `bundle`, the speech embeddings and the images come from an exported model bundle run by the runtime
+(ONNX Runtime on the CPU, fp32 or fp16) instead of the run's torch modules: the figures of what is served,
+read by the run's judge (and teacher). The report then lands beside the run's own, in
+RUN/eval-bundle-<precision>.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -88,6 +95,57 @@ def judge_read(judge, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], to
     return probs, shared
 
 
+class _Drawer(NamedTuple):
+    """How images are drawn for the test captions: (embeddings, z, eps) -> images in [-1, 1]."""
+
+    draw: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    z_dim: int
+    ca_dim: int
+    image_size: int
+
+
+def _bundle_drawer(pipeline) -> _Drawer:
+    dims = pipeline.bundle.dims
+
+    def draw(embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(pipeline.render(embeddings.numpy(), z.numpy(), eps.numpy()))
+
+    return _Drawer(draw, dims.z_dim, dims.ca_dim, dims.image_size)
+
+
+def _run_drawer(run_dir: Path) -> _Drawer:
+    generator = load_module(run_dir, GENERATOR).eval()
+    size = 64 * 2 ** (generator.config.branches - 1)
+
+    @torch.no_grad()
+    def draw(embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return generator(embeddings, z, eps).images[-1]
+
+    return _Drawer(draw, generator.config.z_dim, generator.config.ca_dim, size)
+
+
+def report_names(bundle: str | Path | None, precision: str = "fp32") -> tuple[str, str]:
+    """(JSON report, grid PNG) file names in the run directory: the run's own, or those of a bundle."""
+    if bundle is None:
+        return EVAL_FILE, GRID_FILE
+    return f"eval-bundle-{precision}.json", f"eval-bundle-{precision}-grid.png"
+
+
+def _speech_retrieval(speech: torch.Tensor, captions) -> dict[str, Any]:
+    """Speech->speech retrieval by class, and by one spoken attribute at a time (where an encoder's classes
+    blur, colour or shape)."""
+    labels = captions.class_ids.numpy()
+    out: dict[str, Any] = {
+        "speech_to_speech": retrieval_scores(speech.numpy(), labels, speech.numpy(), labels, exclude_self=True)
+    }
+    by_attribute = {}
+    for name in SPOKEN_ATTRIBUTES:
+        said = captions.attributes[:, ATTRIBUTES.index(name)].numpy()
+        by_attribute[name] = retrieval_scores(speech.numpy(), said, speech.numpy(), said, exclude_self=True)["mAP"]
+    out["speech_to_speech_by_attribute"] = by_attribute
+    return out
+
+
 def _accuracy(probs: dict[str, torch.Tensor], labels: torch.Tensor, names) -> dict[str, float]:
     return {n: float((probs[n].argmax(1) == labels[:, ATTRIBUTES.index(n)]).float().mean()) for n in names}
 
@@ -101,9 +159,24 @@ def evaluate(
     grid_path: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    bundle: str | Path | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Evaluate `run_dir` on the test split of `data` (default: the dataset it was trained on)."""
-    run_dir = Path(run_dir)
+    """Evaluate `run_dir` on the test split of `data` (default: the dataset it was trained on); with `bundle`,
+    evaluate that exported bundle (run by the runtime at `precision`) with the run's judge instead."""
+    with contextlib.ExitStack() as stack:
+        pipeline = None
+        if bundle is not None:
+            from s2i_runtime import Pipeline
+
+            pipeline = stack.enter_context(Pipeline.load(bundle, backend="onnxruntime", device="cpu",
+                                                         precision=precision))
+        return _evaluate(data, Path(run_dir), images_per_caption, max_captions, grid_path, seed, pipeline,
+                         precision)
+
+
+def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, seed: int, pipeline,
+              precision: str) -> dict[str, Any]:
     config = load_run_config(run_dir)
     root = Path(data) if data is not None else Path(config.data.root)
     if not root.is_dir():
@@ -116,10 +189,12 @@ def evaluate(
 
     judge = load_judge(run_dir).eval()
     judge_size = judge.config.image_size
-    gen_size = None
-    if has_module(run_dir, GENERATOR):
-        gen_cfg = read_meta(run_dir, GENERATOR)["config"]
-        gen_size = 64 * 2 ** (int(gen_cfg.get("branches", 1)) - 1)
+    drawer = None
+    if pipeline is not None:
+        drawer = _bundle_drawer(pipeline)
+    elif has_module(run_dir, GENERATOR):
+        drawer = _run_drawer(run_dir)
+    gen_size = drawer.image_size if drawer is not None else None
     sizes = tuple(sorted({judge_size, *([gen_size] if gen_size else []), config.teacher.image_size}))
     test_images = load_image_bank(root, "test", sizes, run_dir)
     test_captions = load_caption_bank(root, "test", test_images, run_dir=run_dir)
@@ -131,6 +206,9 @@ def evaluate(
         "test_captions": len(test_captions),
         "judge_feature_note": "judge-FID / judge-IS use the judge's features; not comparable to Inception numbers",
     }
+    if pipeline is not None:
+        result["bundle"] = {"path": str(pipeline.bundle.path), "precision": precision,
+                            "backend": "onnxruntime (cpu)"}
 
     # The judge on real held-out images.
     from .train.judge import judge_holdout
@@ -145,20 +223,17 @@ def evaluate(
     teacher = load_module(run_dir, TEACHER).eval() if has_module(run_dir, TEACHER) else None
 
     # Encoder retrieval.
-    if has_module(run_dir, ENCODER):
+    if pipeline is not None:
+        # The bundle's own front end and encoder on the WAV files. Speech->image retrieval and the linear probe
+        # need the run's image space and training embeddings: run-only figures.
+        speech = torch.from_numpy(pipeline.embed([root / r["audio"] for r in test_captions.records]))
+        result["retrieval"] = {"objective": "bundle", **_speech_retrieval(speech, test_captions)}
+    elif has_module(run_dir, ENCODER):
         encoder = load_module(run_dir, ENCODER).eval()
         objective = read_meta(run_dir, ENCODER).get("summary", {}).get("objective", "unknown")
         speech = caption_embeddings(encoder, test_captions)
         labels = test_captions.class_ids.numpy()
-        retrieval: dict[str, Any] = {"objective": objective}
-        retrieval["speech_to_speech"] = retrieval_scores(speech.numpy(), labels, speech.numpy(), labels,
-                                                         exclude_self=True)
-        # Relevance by one spoken attribute at a time: where an encoder's classes blur, colour or shape.
-        by_attribute = {}
-        for name in SPOKEN_ATTRIBUTES:
-            said = test_captions.attributes[:, ATTRIBUTES.index(name)].numpy()
-            by_attribute[name] = retrieval_scores(speech.numpy(), said, speech.numpy(), said, exclude_self=True)["mAP"]
-        retrieval["speech_to_speech_by_attribute"] = by_attribute
+        retrieval: dict[str, Any] = {"objective": objective, **_speech_retrieval(speech, test_captions)}
         if objective in ("teacher_student", "sen") and teacher is not None:
             tsize = teacher.config.image_size
             taught_by = encoder_teacher_name(run_dir)
@@ -181,23 +256,23 @@ def evaluate(
         speech = None
 
     # Generation.
-    if gen_size is not None and speech is not None:
-        generator = load_module(run_dir, GENERATOR).eval()
+    if drawer is not None and speech is not None:
         # The generator's own teacher reading the same images: where it reads far above the judge, G has
         # learned to satisfy the teacher with images that do not show the attribute.
         teacher_hits: list[torch.Tensor] = []
         n = len(test_captions) if not limit else min(limit, len(test_captions))
-        pick = torch.randperm(len(test_captions))[:n].sort().values
+        # Its own generator: which captions are drawn must not depend on what ran before (the probe does not
+        # run for a bundle).
+        pick = torch.randperm(len(test_captions), generator=torch.Generator().manual_seed(seed))[:n].sort().values
         gen = torch.Generator().manual_seed(seed)
         probs_all, feats_all = [], []
         grid_samples = {}
         for start in range(0, n, max(1, ecfg.batch_size // k)):
             sel = pick[start : start + max(1, ecfg.batch_size // k)]
             emb = speech[sel].repeat_interleave(k, 0)
-            z = torch.randn(len(emb), generator.config.z_dim, generator=gen)
-            eps = torch.randn(len(emb), generator.config.ca_dim, generator=gen)
-            with torch.no_grad():
-                images = generator(emb, z, eps).images[-1]
+            z = torch.randn(len(emb), drawer.z_dim, generator=gen)
+            eps = torch.randn(len(emb), drawer.ca_dim, generator=gen)
+            images = drawer.draw(emb, z, eps)
             probs, feats = judge_read(judge, images)
             if teacher is not None:
                 with torch.no_grad():
@@ -299,12 +374,14 @@ def evaluate(
         real_rows = test_captions.image_index[torch.tensor([grid_samples[c][0] for c in classes])]
         grid = image_grid(test_images.images(real_rows, gen_size),
                           torch.stack([grid_samples[c][1] for c in classes]))
-        grid_path = Path(grid_path) if grid_path else run_dir / GRID_FILE
+        report_file, grid_file = report_names(pipeline and pipeline.bundle.path, precision)
+        grid_path = Path(grid_path) if grid_path else run_dir / grid_file
         with atomic_path(grid_path) as tmp:
             grid.save(tmp, format="PNG")
         result["grid"] = str(grid_path)
     result["seconds"] = round(time.perf_counter() - began, 2)
-    atomic_write_text(run_dir / EVAL_FILE, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    report_file, _ = report_names(pipeline and pipeline.bundle.path, precision)
+    atomic_write_text(run_dir / report_file, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 
 
@@ -329,6 +406,9 @@ def _by_class(hits: torch.Tensor, class_ids: torch.Tensor) -> dict[str, float]:
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """Human-readable figures."""
     lines = []
+    if "bundle" in result:
+        b = result["bundle"]
+        lines.append(f"bundle {b['path']} ({b['precision']}, {b['backend']}), read by the run's judge")
     jr = result.get("judge_real", {})
     if jr:
         lines.append("judge on real held-out images: " + ", ".join(f"{a} {jr[a]:.3f}" for a in ATTRIBUTES))

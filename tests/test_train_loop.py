@@ -199,6 +199,44 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     assert (run / "eval.json").is_file() and (run / "eval_grid.png").is_file()
 
 
+@pytest.mark.slow
+def test_eval_of_the_exported_bundle_matches_the_run(base_run, tmp_path):
+    """The served artefact, read by the run's judge: the bundle's front end, encoder and generator under
+    ONNX Runtime draw what the torch modules draw (same z and eps), so the figures agree."""
+    from s2i_export.onnx_export import export_bundle
+    from s2i_train.eval import evaluate, report_names
+
+    run = _copy(base_run, tmp_path, "served")
+    train_stage("generator", run, progress=False)
+    bundle = export_bundle(run, tmp_path / "bundle")
+    own = evaluate(None, run, progress=False)
+    served = evaluate(None, run, progress=False, bundle=bundle)
+    assert served["bundle"] == {"path": str(bundle), "precision": "fp32", "backend": "onnxruntime (cpu)"}
+    assert served["retrieval"]["objective"] == "bundle" and "speech_to_image" not in served["retrieval"]
+    # A tiny encoder's embeddings lie close together: the numpy and torch front ends' last-digit differences can
+    # swap two neighbours in a ranking of 8 captions.
+    assert served["retrieval"]["speech_to_speech"]["mAP"] == pytest.approx(
+        own["retrieval"]["speech_to_speech"]["mAP"], abs=0.05)
+    for name, value in own["generated"]["judge_accuracy"].items():
+        assert served["generated"]["judge_accuracy"][name] == pytest.approx(value, abs=1 / 16 + 1e-9)
+    assert served["judge_fid"] == pytest.approx(own["judge_fid"], rel=1e-2)
+    assert served["diversity"]["generated_same_utterance"] == pytest.approx(
+        own["diversity"]["generated_same_utterance"], rel=1e-2)
+    report, grid = report_names(bundle)
+    assert (report, grid) == ("eval-bundle-fp32.json", "eval-bundle-fp32-grid.png")
+    assert (run / report).is_file() and (run / grid).is_file()
+    assert json.loads((run / "eval.json").read_text())["judge_fid"] == own["judge_fid"]  # the run's own report kept
+
+
+def test_eval_bundle_errors_are_one_line(base_run, tmp_path):
+    no_fp16 = _cli("eval", "--run", str(base_run), "--precision", "fp16")
+    assert no_fp16.returncode == 2 and no_fp16.stderr.strip().splitlines()[-1].endswith(
+        "--precision applies to --bundle only")
+    missing = _cli("eval", "--run", str(base_run), "--bundle", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "s2i_train.cli", *args], capture_output=True, text=True,
                           timeout=120)

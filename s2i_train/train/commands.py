@@ -95,13 +95,19 @@ def register_train_commands(app: typer.Typer) -> None:
                                                    help="Evaluate at most this many test captions (0 = all)."),
         grid: Optional[Path] = typer.Option(None, "--grid", help="Grid PNG path (default RUN/eval_grid.png)."),  # noqa: UP045
         seed: int = typer.Option(0, "--seed"),
+        bundle: Optional[Path] = typer.Option(  # noqa: UP045
+            None, "--bundle", help="Evaluate this exported bundle (run by ONNX Runtime on the CPU) with RUN's judge "
+            "instead of RUN's generator; writes RUN/eval-bundle-<precision>.json."),
+        precision: str = typer.Option("fp32", "--precision", help="Bundle precision: fp32 or fp16 (--bundle only)."),
         json_output: bool = JsonOption,
     ) -> None:
         """Evaluate a run on the test split: retrieval, judge accuracies, judge-FID/IS, diversity, grid."""
         from ..eval import evaluate, summary_lines
 
+        if bundle is None and precision != "fp32":
+            raise fail("--precision applies to --bundle only")
         result = evaluate(data, run, images_per_caption=images_per_caption, max_captions=max_captions,
-                          grid_path=grid, seed=seed, progress=not json_output)
+                          grid_path=grid, seed=seed, progress=not json_output, bundle=bundle, precision=precision)
         if json_output:
             typer.echo(json.dumps(result, sort_keys=True))
         else:
