@@ -435,7 +435,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                      + f"; all three {gen['judge_all_three_correct']:.3f};"
                      f" background where named {gen['judge_background_where_named'] or 0:.3f}")
         if gen.get("teacher_accuracy"):
-            lines.append("teacher on the same images (what G was trained to satisfy): "
+            whose = "the run's teacher" if "bundle" in result else "teacher (what G was trained to satisfy)"
+            lines.append(f"{whose} on the same images: "
                          + ", ".join(f"{a} {v:.3f}" for a, v in gen["teacher_accuracy"].items()))
         d = result["diversity"]
         lines.append(f"diversity vs real same class {d['ratio']:.3f} (correct only {d['ratio_correct_only'] or 0:.3f}),"
