@@ -313,6 +313,8 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
             },
             "judge_shape_by_class": _by_class(probs["shape"].argmax(1) == labels[:, 1],
                                               test_captions.class_ids[pick].repeat_interleave(k, 0)),
+            "judge_shape_read_as": _read_as(labels[:, ATTRIBUTES.index("shape")], probs["shape"].argmax(1),
+                                            vocabulary.SHAPES),
         }
         # judge-FID against all real test images; judge-IS on the 64-way colour x shape distribution.
         first = torch.arange(0, len(feats), k)
@@ -403,6 +405,21 @@ def _by_class(hits: torch.Tensor, class_ids: torch.Tensor) -> dict[str, float]:
     return {vocabulary.CLASSES[int(c)].name: float(hits[class_ids == c].float().mean()) for c in class_ids.unique()}
 
 
+def _read_as(asked: torch.Tensor, read: torch.Tensor, names) -> dict[str, dict[str, float]]:
+    """Confusion rows: for each value asked for (that occurs), the share of images read as each value."""
+    rows = {}
+    for a in asked.unique().tolist():
+        got = read[asked == a]
+        rows[names[a]] = {names[r]: float((got == r).float().mean()) for r in got.unique().tolist()}
+    return rows
+
+
+def top_confusions(read_as: dict[str, dict[str, float]], count: int = 3) -> list[tuple[str, str, float]]:
+    """The `count` largest off-diagonal shares (asked, read, share), largest first."""
+    pairs = [(asked, read, share) for asked, row in read_as.items() for read, share in row.items() if read != asked]
+    return sorted(pairs, key=lambda t: -t[2])[:count]
+
+
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """Human-readable figures."""
     lines = []
@@ -434,6 +451,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append("judge on generated: " + ", ".join(f"{a} {acc[a]:.3f}" for a in ATTRIBUTES)
                      + f"; all three {gen['judge_all_three_correct']:.3f};"
                      f" background where named {gen['judge_background_where_named'] or 0:.3f}")
+        if gen.get("judge_shape_read_as"):
+            worst = top_confusions(gen["judge_shape_read_as"])
+            lines.append("shapes most often misdrawn: "
+                         + ", ".join(f"{asked} read as {read} {share:.2f}" for asked, read, share in worst))
         if gen.get("teacher_accuracy"):
             whose = "the run's teacher" if "bundle" in result else "teacher (what G was trained to satisfy)"
             lines.append(f"{whose} on the same images: "

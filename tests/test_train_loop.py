@@ -189,6 +189,8 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     assert gen["images_per_caption"] == 2 and gen["captions"] == 8
     assert set(gen["judge_accuracy"]) == {"colour", "shape", "size", "background"}
     assert set(gen["teacher_accuracy"]) == {"colour", "shape", "size"}
+    read_as = gen["judge_shape_read_as"]
+    assert read_as and all(sum(row.values()) == pytest.approx(1.0) for row in read_as.values())
     assert all(0.0 <= v <= 1.0 for v in gen["teacher_accuracy"].values())
     for key in ("judge_fid", "judge_is", "diversity"):
         assert key in result
@@ -197,6 +199,19 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     diversity = result["diversity"]
     assert diversity["real_matching_caption"] > 0 and diversity["ratio_vs_matching_caption"] >= 0
     assert (run / "eval.json").is_file() and (run / "eval_grid.png").is_file()
+
+
+def test_shape_confusions_on_a_hand_case():
+    from s2i_train.eval import _read_as, top_confusions
+
+    names = ("circle", "square", "hexagon")
+    asked = torch.tensor([2, 2, 2, 2, 1, 1, 0])
+    read = torch.tensor([0, 0, 2, 1, 1, 1, 0])
+    read_as = _read_as(asked, read, names)
+    assert read_as == {"circle": {"circle": 1.0}, "square": {"square": 1.0},
+                       "hexagon": {"circle": 0.5, "square": 0.25, "hexagon": 0.25}}
+    assert top_confusions(read_as, 1) == [("hexagon", "circle", 0.5)]
+    assert top_confusions(read_as) == [("hexagon", "circle", 0.5), ("hexagon", "square", 0.25)]
 
 
 @pytest.mark.slow
