@@ -115,13 +115,12 @@ def _bundle_drawer(pipeline) -> _Drawer:
 
 def _run_drawer(run_dir: Path) -> _Drawer:
     generator = load_module(run_dir, GENERATOR).eval()
-    size = 64 * 2 ** (generator.config.branches - 1)
 
     @torch.no_grad()
     def draw(embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return generator(embeddings, z, eps).images[-1]
 
-    return _Drawer(draw, generator.config.z_dim, generator.config.ca_dim, size)
+    return _Drawer(draw, generator.config.z_dim, generator.config.ca_dim, generator.config.image_sizes[-1])
 
 
 def report_names(bundle: str | Path | None, precision: str = "fp32") -> tuple[str, str]:
@@ -195,6 +194,7 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
     elif has_module(run_dir, GENERATOR):
         drawer = _run_drawer(run_dir)
     gen_size = drawer.image_size if drawer is not None else None
+    report_file, grid_file = report_names(pipeline.bundle.path if pipeline is not None else None, precision)
     sizes = tuple(sorted({judge_size, *([gen_size] if gen_size else []), config.teacher.image_size}))
     test_images = load_image_bank(root, "test", sizes, run_dir)
     test_captions = load_caption_bank(root, "test", test_images, run_dir=run_dir)
@@ -376,13 +376,11 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
         real_rows = test_captions.image_index[torch.tensor([grid_samples[c][0] for c in classes])]
         grid = image_grid(test_images.images(real_rows, gen_size),
                           torch.stack([grid_samples[c][1] for c in classes]))
-        report_file, grid_file = report_names(pipeline and pipeline.bundle.path, precision)
         grid_path = Path(grid_path) if grid_path else run_dir / grid_file
         with atomic_path(grid_path) as tmp:
             grid.save(tmp, format="PNG")
         result["grid"] = str(grid_path)
     result["seconds"] = round(time.perf_counter() - began, 2)
-    report_file, _ = report_names(pipeline and pipeline.bundle.path, precision)
     atomic_write_text(run_dir / report_file, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 
