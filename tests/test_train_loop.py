@@ -116,6 +116,24 @@ def test_critics_are_teachers_of_their_own_width_and_seed(base_run, tmp_path):
     assert none.end_step == 0 and not (run / "critic-1.json").exists()
 
 
+def test_teacher_colour_free_heads_can_learn_from_scrambled_images_only(tiny_data, tmp_path):
+    from s2i_train.train.runner import resolve_config
+    from s2i_train.train.teacher import COLOUR_FREE, TeacherStage
+
+    # No image scrambled: with the switch on, nothing teaches shape, size or background; off, intact images do.
+    for only in (True, False):
+        run = tmp_path / f"only-{only}"
+        run.mkdir()
+        overrides = ["teacher.scramble_fraction=0", f"teacher.colour_free_scrambled_only={str(only).lower()}"]
+        stage = TeacherStage(resolve_config(run, TINY, overrides, tiny_data), run)
+        heads = stage.model.attribute_heads
+        before = {name: heads[name].weight.detach().clone() for name in (*COLOUR_FREE, "colour")}
+        stage.train_step(0)
+        for name in COLOUR_FREE:
+            assert torch.equal(before[name], heads[name].weight) == only, name
+        assert not torch.equal(before["colour"], heads["colour"].weight)
+
+
 @pytest.mark.slow
 def test_critics_resume_each_member(base_run, tmp_path):
     straight = _copy(base_run, tmp_path, "straight")
