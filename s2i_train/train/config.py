@@ -73,7 +73,8 @@ class TeacherConfig:
     scramble_fraction: float = 0.5
     # Only scrambled images train the colour-free heads. Taught on intact images too, a head reads a small
     # shape off its palette colour wherever the training classes allow it (no pink hexagon among them, so a
-    # small pink blob is a circle) and misreads exactly the held-out combinations.
+    # small pink blob is a circle) and misreads exactly the held-out combinations. Off: the readers it gives
+    # confuse circle and hexagon far less, but the generator trained on them drew no better shape (README).
     colour_free_scrambled_only: bool = False
     # Critics: more teachers trained alike, one per width listed, from other seeds (`s2i-train critics`). They
     # only check the generator: its images must satisfy the teacher and every critic, and a pattern that
