@@ -130,19 +130,22 @@ def report_names(bundle: str | Path | None, precision: str = "fp32") -> tuple[st
     return f"eval-bundle-{precision}.json", f"eval-bundle-{precision}-grid.png"
 
 
-def _speech_retrieval(speech: torch.Tensor, captions) -> dict[str, Any]:
-    """Speech->speech retrieval by class, and by one spoken attribute at a time (where an encoder's classes
-    blur, colour or shape)."""
-    labels = captions.class_ids.numpy()
-    out: dict[str, Any] = {
-        "speech_to_speech": retrieval_scores(speech.numpy(), labels, speech.numpy(), labels, exclude_self=True)
-    }
+def _self_retrieval(embeddings: torch.Tensor, items, kind: str) -> dict[str, Any]:
+    """`kind` retrieval of a set among itself (speech->speech, image->image) by class, and by one spoken
+    attribute at a time (where an embedding's classes blur, colour or shape)."""
+    x = embeddings.numpy()
+    labels = items.class_ids.numpy()
+    out: dict[str, Any] = {kind: retrieval_scores(x, labels, x, labels, exclude_self=True)}
     by_attribute = {}
     for name in SPOKEN_ATTRIBUTES:
-        said = captions.attributes[:, ATTRIBUTES.index(name)].numpy()
-        by_attribute[name] = retrieval_scores(speech.numpy(), said, speech.numpy(), said, exclude_self=True)["mAP"]
-    out["speech_to_speech_by_attribute"] = by_attribute
+        said = items.attributes[:, ATTRIBUTES.index(name)].numpy()
+        by_attribute[name] = retrieval_scores(x, said, x, said, exclude_self=True)["mAP"]
+    out[f"{kind}_by_attribute"] = by_attribute
     return out
+
+
+def _speech_retrieval(speech: torch.Tensor, captions) -> dict[str, Any]:
+    return _self_retrieval(speech, captions, "speech_to_speech")
 
 
 def _accuracy(probs: dict[str, torch.Tensor], labels: torch.Tensor, names) -> dict[str, float]:
@@ -243,6 +246,8 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
             retrieval["speech_to_image"] = retrieval_scores(speech.numpy(), labels, feats.numpy(),
                                                             test_images.class_ids.numpy())
             retrieval["teacher"] = taught_by
+            # The space the student was taught in, read on the held-out images alone: the geometry it inherits.
+            retrieval.update(_self_retrieval(feats, test_images, "image_to_image"))
             # How well the frozen teacher itself reads unseen combinations (CALIBRATION.md's trap).
             with torch.no_grad():
                 heads = torch.cat([torch.cat([teacher(test_images.images(r, tsize)).attribute_logits[a]
@@ -436,13 +441,15 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                      + ", ".join(f"{a} {probe[a]:.3f}" for a in probe))
     ret = result.get("retrieval")
     if ret:
-        for kind in ("speech_to_image", "speech_to_speech"):
+        for kind in ("speech_to_image", "speech_to_speech", "image_to_image"):
             if kind in ret:
-                lines.append(f"retrieval {kind} ({ret['objective']}): mAP {ret[kind]['mAP']:.3f}, "
+                whose = ret.get("teacher") if kind == "image_to_image" else ret["objective"]
+                lines.append(f"retrieval {kind} ({whose}): mAP {ret[kind]['mAP']:.3f}, "
                              f"R@1 {ret[kind]['R@1']:.3f}")
-        if "speech_to_speech_by_attribute" in ret:
-            lines.append("retrieval speech_to_speech mAP by one attribute: "
-                         + ", ".join(f"{a} {m:.3f}" for a, m in ret["speech_to_speech_by_attribute"].items()))
+        for kind in ("speech_to_speech", "image_to_image"):
+            if f"{kind}_by_attribute" in ret:
+                lines.append(f"retrieval {kind} mAP by one attribute: "
+                             + ", ".join(f"{a} {m:.3f}" for a, m in ret[f"{kind}_by_attribute"].items()))
     gen = result.get("generated")
     if gen:
         acc = gen["judge_accuracy"]

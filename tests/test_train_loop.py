@@ -197,7 +197,8 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     train_stage("generator", run, progress=False)
     result = evaluate(None, run)
     assert set(result["judge_real"]) >= {"colour", "shape", "size", "images"}
-    assert {"speech_to_image", "speech_to_speech"} <= set(result["retrieval"])
+    assert {"speech_to_image", "speech_to_speech", "image_to_image"} <= set(result["retrieval"])
+    assert set(result["retrieval"]["image_to_image_by_attribute"]) == {"colour", "shape", "size"}
     assert result["retrieval"]["teacher"] == "teacher"
     by_attribute = result["retrieval"]["speech_to_speech_by_attribute"]
     assert set(by_attribute) == {"colour", "shape", "size"} and all(0.0 < v <= 1.0 for v in by_attribute.values())
