@@ -88,7 +88,9 @@ def save_module(
     tensors = {key: value.detach().cpu().contiguous().clone() for key, value in module.state_dict().items()}
     target = weights_path(run_dir, name)
     with atomic_path(target) as tmp:
-        save_file(tensors, str(tmp), metadata={"arch": arch, "name": name})
+        # One metadata entry: safetensors keeps it in a Rust HashMap, whose order differs from map to map, so
+        # two entries made the same weights hash differently from one save to the next.
+        save_file(tensors, str(tmp), metadata={"arch": arch})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "arch": arch,

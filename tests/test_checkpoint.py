@@ -112,6 +112,16 @@ def test_no_temporary_files_left_behind(tmp_path):
     assert checkpoint.has_module(tmp_path, "encoder") and not checkpoint.has_module(tmp_path, "generator")
 
 
+def test_the_same_weights_save_to_the_same_bytes(tmp_path):
+    """The sha256 in <name>.json identifies weights: a retrained, identical model must hash the same."""
+    teacher = ShapesTeacher(ShapesTeacherConfig(feature_dim=8, width=4, attributes={"shape": 3}))
+    hashes = set()
+    for i in range(8):
+        checkpoint.save_module(tmp_path / str(i), "teacher", teacher, teacher.config)
+        hashes.add(json.loads((tmp_path / str(i) / "teacher.json").read_text())["sha256"])
+    assert len(hashes) == 1
+
+
 def test_training_state_round_trip_without_pickle(tmp_path):
     assert checkpoint.load_training_state(tmp_path) is None
     model = torch.nn.Linear(2, 2)
