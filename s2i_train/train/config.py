@@ -111,7 +111,8 @@ class EncoderTrainConfig:
     # (README). Measured, speech->speech mAP on held-out pairs: none 0.959 / 0.950 (seeds 0 / 1), class at
     # shrink 0.1 0.959 (colour now dominant, shape loose), at shrink 0.8 0.974 / 0.975 — the classifier
     # baseline 0.972 / 0.971. That was one teacher: on the make run's own teacher, shrink 0.8 gave 0.866 against
-    # 0.968 unwhitened, so it stays off.
+    # 0.968 unwhitened, so it stays off. There the per-image targets were what failed (whitening raises each image's
+    # pose to the size of the class directions): with teacher_target = "spoken_mean" it gave 0.970 / 0.971.
     teacher_whiten: str = "none"
     teacher_whiten_shrink: float = 0.8
     # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the
