@@ -1,7 +1,8 @@
 """`s2i-train eval`: figures of a trained run on the test split (held-out classes, held-out voices).
 
 - encoder retrieval by class: speech→image (against the teacher's image features, when the encoder was
-  taught in that space) and speech→speech (any encoder), mAP and R@1;
+  taught in that space) and speech→speech (any encoder), mAP and R@1; image→image in that space (the
+  geometry a teacher–student encoder inherits), each also by one spoken attribute at a time;
 - the judge's accuracy on real held-out images (ones it never trained on), and on generated images for
   colour / shape / size (and background, not always spoken);
 - judge-FID and judge-IS: Fréchet distance and Inception-style score on the judge's features and colour ×
