@@ -573,3 +573,16 @@ def test_split_rows_deal_each_generated_image_to_one_reader(base_run, tmp_path):
     mean = (per_row.mean() + torch.nn.functional.cross_entropy(-logits, labels)) / 2
     torch.testing.assert_close(_over_readers(both, lambda r: teacher_consistency_loss(r.logits, {"shape": labels})),
                                mean)
+
+
+@pytest.mark.slow
+def test_every_stage_trains_in_bf16_and_saves_fp32_weights(tiny_data, tmp_path):
+    run = tmp_path / "bf16"
+    for stage in ("judge", "teacher", "critics", "encoder", "generator"):
+        result = train_stage(stage, run, data=tiny_data, config_path=TINY if stage == "judge" else None,
+                             overrides=['run.precision="bf16"'] if stage == "judge" else None, progress=False)
+        assert result.end_step == 3 and not result.interrupted
+        assert all(math.isfinite(v) for v in result.last_metrics.values()), (stage, result.last_metrics)
+    assert 'precision = "bf16"' in (run / "config.toml").read_text()
+    for name in ("judge", "teacher", "critic-1", "encoder", "generator"):
+        assert {t.dtype for t in load_file(run / f"{name}.safetensors").values()} <= {torch.float32, torch.int64}

@@ -46,6 +46,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         if not self.training or mask is None:
             return super().forward(x)
+        x = x.float()  # statistics in fp32 under bf16 autocast too, as autocast does for BatchNorm itself
         weights = mask.to(x.dtype)  # (B, 1, T)
         count = weights.sum().clamp(min=1.0)
         mean = (x * weights).sum(dim=(0, 2)) / count

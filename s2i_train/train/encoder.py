@@ -39,6 +39,7 @@ from .banks import ATTRIBUTES, load_caption_bank, load_image_bank
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .loop import StepSampler
+from .precision import backward
 
 OBJECTIVES = ("teacher_student", "classifier", "sen")
 TEACHER_TARGETS = ("image", "spoken_mean")
@@ -217,7 +218,7 @@ class EncoderStage:
                 loss = loss + self.cfg.background_weight * background
                 figures.update(background=background.item(), **accs)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss)
         self.opt.step()
         return {"loss": loss.item(), **{k: float(v) for k, v in figures.items()}}
 

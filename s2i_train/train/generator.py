@@ -45,6 +45,7 @@ from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_labels, attr
 from .config import TrainConfig
 from .image_augment import blur_images, jitter_images
 from .loop import StepSampler
+from .precision import backward
 
 SAMPLES_DIR = "samples"
 
@@ -227,7 +228,7 @@ class GeneratorStage:
                 d_loss = d_loss + cfg.d_attribute_weight * attr
                 figures[f"d{size}_attr"] = attr.item()
             opt.zero_grad(set_to_none=True)
-            d_loss.backward()
+            backward(d_loss)
             distributed.average_gradients(disc)
             opt.step()
             figures[f"d{size}"] = d_loss.item()
@@ -298,7 +299,7 @@ class GeneratorStage:
             figures["g_teacher"] = consistency.item()
             figures.update({f"teacher_{k}": v for k, v in accs.items()})
         self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        backward(g_loss)
         distributed.average_gradients(self.generator)
         self.opt_g.step()
         self.ema.update(self.generator)
@@ -365,7 +366,7 @@ class GeneratorStage:
         loss = sum(losses.relation_loss(self.relation(anchor, other), relation)
                    for relation, other in pairs.items()) / len(pairs)
         self.opt_relation.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss)
         distributed.average_gradients(self.relation)
         self.opt_relation.step()
         figures["relation"] = loss.item()

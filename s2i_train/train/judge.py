@@ -16,6 +16,7 @@ from ..models import Judge, JudgeConfig
 from .banks import ATTRIBUTES, ImageBank, load_image_bank
 from .common import ATTRIBUTE_CLASSES, OneCycleImageStage, attribute_loss
 from .config import TrainConfig
+from .precision import backward
 
 
 def judge_holdout(bank: ImageBank, fraction: float) -> torch.Tensor:
@@ -62,7 +63,7 @@ class JudgeStage(OneCycleImageStage):
         logits = self.trained(images)
         loss, accs = attribute_loss(logits, self.labels[idx], ATTRIBUTES)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss)
         self.opt.step()
         self.sched.step()
         return {"loss": loss.item(), **accs}

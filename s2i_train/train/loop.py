@@ -22,6 +22,7 @@ import torch
 from s2i_runtime.fsutil import atomic_write_text
 
 from . import distributed
+from .precision import autocast
 from .state import latest_step, load_state, rng_state, save_state, seed_everything
 
 METRICS_FILE = "metrics.jsonl"
@@ -85,6 +86,7 @@ class LoopSettings:
     resume: bool = False
     progress: bool = True
     seed: int = 0
+    precision: str = "fp32"
 
 
 @dataclass
@@ -229,7 +231,8 @@ def run_stage(stage: Stage, run_dir: str | Path, settings: LoopSettings) -> Loop
                                       distributed.is_main()) as bar:
         while step < settings.steps:
             seed_everything(step_seed(settings.seed, distributed.rank(), step))
-            last = stage.train_step(step)
+            with autocast(settings.precision):
+                last = stage.train_step(step)
             step += 1
             log_now = step % settings.log_every == 0 or step == settings.steps
             if log_now:

@@ -16,6 +16,7 @@ from ..checkpoint import critic_index, critic_name
 from . import distributed
 from .config import CONFIG_FILE, TrainConfig, load_config, save_config
 from .loop import LoopResult, LoopSettings, run_stage
+from .precision import warn_if_emulated
 from .state import latest_step
 
 STAGES = ("judge", "teacher", "critics", "encoder", "generator")
@@ -104,6 +105,7 @@ def train_stage(
             raise InputError(f"{run_dir}: no saved {name} state to resume from (drop --resume to start)")
         if config.run.threads > 0:
             torch.set_num_threads(config.run.threads)
+        warn_if_emulated(config.run.precision)
         if distributed.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(run_dir, config)
@@ -150,6 +152,7 @@ def _train_member(member: str, config: TrainConfig, run_dir: Path, resume: bool,
         resume=resume,
         progress=progress,
         seed=_stage_seed(config, member),
+        precision=config.run.precision,
     )
     result = run_stage(stage, run_dir, settings)
     if hasattr(stage, "finish") and not result.interrupted:

@@ -21,6 +21,7 @@ from .banks import load_image_bank
 from .common import ATTRIBUTE_CLASSES, OneCycleImageStage, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .judge import augment
+from .precision import backward
 
 COLOUR_FREE = ("shape", "size", "background")
 
@@ -68,7 +69,7 @@ class TeacherStage(OneCycleImageStage):
         class_loss = class_loss / intact.sum().clamp(min=1.0)
         loss = free_loss + colour_loss + class_loss
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss)
         self.opt.step()
         self.sched.step()
         return {"loss": loss.item(), "class_loss": class_loss.item(), **accs, **colour_acc}
