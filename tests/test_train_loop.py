@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -586,3 +587,24 @@ def test_every_stage_trains_in_bf16_and_saves_fp32_weights(tiny_data, tmp_path):
     assert 'precision = "bf16"' in (run / "config.toml").read_text()
     for name in ("judge", "teacher", "critic-1", "encoder", "generator"):
         assert {t.dtype for t in load_file(run / f"{name}.safetensors").values()} <= {torch.float32, torch.int64}
+
+
+@pytest.mark.slow
+def test_precision_benchmark_times_every_stage_on_a_trained_run(base_run, capsys, monkeypatch):
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # the benchmark pins them in this process
+    threads = str(torch.get_num_threads())
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+        sys.path.insert(0, root)
+    from benchmarks import train_precision
+
+    assert train_precision.main(["--run", str(base_run), "--steps", "1", "--threads", threads, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["stages"]) == {"judge", "teacher", "encoder", "generator"}
+    for figures in report["stages"].values():
+        assert figures["fp32_s_per_step"] > 0 and figures["bf16_s_per_step"] > 0
+        assert figures["speedup"] == pytest.approx(figures["fp32_s_per_step"] / figures["bf16_s_per_step"])
+    assert train_precision.main(["--run", str(base_run), "--stages", "critics"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --stages takes a comma list of judge, teacher, encoder, generator; got 'critics'")
