@@ -29,6 +29,7 @@ from s2i_train.models import (
     draw_one_hot,
     freeze,
 )
+from s2i_train.models.generator import LayoutShift, shift_matrices
 from s2i_train.models.masking import MaskedBatchNorm1d, conv_out_lengths, reverse_within_lengths
 from s2i_train.models.speech_encoder import BiRNN
 
@@ -219,7 +220,7 @@ def test_encoder_config_resolution_and_validation():
         SpeechEncoderConfig.from_dict({"hiden": 3})
 
 
-def _onnx_session(model, args, input_names, output_names, dynamic_axes, path):
+def _onnx_session(model, args, input_names, output_names, dynamic_axes, path, opset=17):
     ort = pytest.importorskip("onnxruntime")
     torch.onnx.export(
         model,
@@ -228,7 +229,7 @@ def _onnx_session(model, args, input_names, output_names, dynamic_axes, path):
         input_names=list(input_names),
         output_names=list(output_names),
         dynamic_axes=dynamic_axes,
-        opset_version=17,
+        opset_version=opset,
         dynamo=False,
     )
     options = ort.SessionOptions()
@@ -377,6 +378,19 @@ def test_exportable_generator_returns_last_branch_and_matches_onnx(tmp_path):
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
+def _assert_small_generator_matches_onnx(gen, example, path, opset=17):
+    """Export a generator of embedding_dim = ca_dim = 6, z_dim = 4; ONNX Runtime agrees with torch on fresh inputs."""
+    export = ExportableGenerator(gen).eval()
+    names = ("embedding", "z", "eps")
+    session = _onnx_session(export, example, names, ("image",), {name: {0: "batch"} for name in (*names, "image")},
+                            path, opset)
+    inputs = (torch.randn(16, 6), torch.randn(16, 4), torch.randn(16, 6))
+    with torch.no_grad():
+        expected = export(*inputs).numpy()
+    (got,) = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
 def test_draw_one_hot_picks_the_interval_the_uniform_number_falls_in():
     probs = torch.tensor([[0.2, 0.5, 0.3]]).repeat(5, 1)
     # CDF(normal) = 0.1, 0.5, 0.977, 1.0 (float32), 1e-23: classes 0, 1, 2, 2 (the last interval is closed), 0.
@@ -406,19 +420,58 @@ def test_drawn_blocks_vary_with_z_and_export_to_onnx(tmp_path):
     with torch.no_grad():
         assert torch.equal(gen(embedding, z, eps).images[0], gen(embedding, z, eps, drawn).images[0])
         assert not torch.allclose(gen(embedding, z, eps).images[0][0], gen(embedding, z, eps).images[0][1])
-    export = ExportableGenerator(gen).eval()
-    names = ("embedding", "z", "eps")
-    session = _onnx_session(export, (embedding, z, eps), names, ("image",),
-                            {name: {0: "batch"} for name in (*names, "image")}, tmp_path / "drawn.onnx")
-    inputs = (torch.randn(16, 6), torch.randn(16, 4), torch.randn(16, 6))
-    with torch.no_grad():
-        expected = export(*inputs).numpy()
-    (got,) = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    _assert_small_generator_matches_onnx(gen, (embedding, z, eps), tmp_path / "drawn.onnx")
     with pytest.raises(ValueError, match="drawn_blocks"):
         GeneratorConfig(attribute_code=(8, 2), condition_on_embedding=False, drawn_blocks=(2,))
     with pytest.raises(ValueError, match="drawn_blocks"):
         GeneratorConfig(attribute_code=(8, 2), drawn_blocks=(1,))
+
+
+def test_shift_matrices_move_by_whole_and_half_pixels_and_clamp_at_the_border():
+    x = torch.randn(2, 3, 8, 8)
+    moved = shift_matrices(torch.tensor([3.0, -0.5]), 8)[:, None] @ x
+    assert torch.equal(moved[0, :, 3:], x[0, :, :-3])
+    assert torch.equal(moved[0, :, :3], x[0, :, :1].expand(-1, 3, -1))  # the first row, repeated
+    torch.testing.assert_close(moved[1, :, :-1], (x[1, :, :-1] + x[1, :, 1:]) / 2)
+    assert torch.equal(moved[1, :, -1], x[1, :, -1])
+    assert torch.equal(shift_matrices(torch.zeros(1), 5)[0], torch.eye(5))
+
+
+def test_layout_shift_moves_a_map_by_the_uniform_number_times_the_gated_range():
+    shift = LayoutShift(ca_dim=4, max_fraction=0.25)
+    with torch.no_grad():
+        shift.gate.weight.zero_()
+        shift.gate.bias.fill_(30.0)  # gate open: the whole range, 0.25 * 16 = 4 pixels
+    h = torch.zeros(2, 1, 16, 16)
+    h[:, 0, 8, 8] = 1.0
+    # erf(z / sqrt 2) = 0.5 at z = 0.6744898: two pixels; at z = 0, none.
+    z_pair = torch.tensor([[0.6744898, 0.0], [0.0, -0.6744898]])
+    with torch.no_grad():
+        moved = shift(h, z_pair, torch.zeros(2, 4))
+    rows, cols = np.unravel_index(moved.flatten(1).argmax(1).numpy(), (16, 16))
+    assert rows.tolist() == [8, 6] and cols.tolist() == [10, 8]
+    assert moved.sum().item() == pytest.approx(2.0, abs=1e-5)  # moved, not smeared or lost
+    with torch.no_grad():
+        shift.gate.bias.fill_(-30.0)  # gate shut: no movement whatever z says
+        assert torch.allclose(shift(h, z_pair * 5, torch.zeros(2, 4)), h, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_layout_shift_generator_varies_with_the_last_z_pair_and_exports(tmp_path, opset):
+    config = GeneratorConfig(embedding_dim=6, z_dim=4, ca_dim=6, ngf=8, init_mult=4, layout_shift=0.3)
+    gen = Generator(config).eval()
+    embedding, eps = torch.randn(1, 6).repeat(2, 1), torch.zeros(2, 6)
+    z = torch.zeros(2, 4)
+    z[1, 2:] = 1.5  # only the layout pair differs
+    with torch.no_grad():
+        images = gen(embedding, z, eps).images[0]
+    assert not torch.allclose(images[0], images[1])
+    _assert_small_generator_matches_onnx(gen, (embedding, z, eps), tmp_path / "shifted.onnx", opset)
+    with pytest.raises(ValueError, match="layout_shift"):
+        GeneratorConfig(layout_shift=0.6)
+    with pytest.raises(ValueError, match="layout_shift"):
+        GeneratorConfig(z_dim=2, attribute_code=(3,), condition_on_embedding=False, drawn_blocks=(0,),
+                        layout_shift=0.2)
 
 
 def test_default_generator_is_the_calibrated_cpu_size():

@@ -45,6 +45,11 @@ class GeneratorConfig:
     # open (uniform read-out) then varies with z, and what it names (a confident read-out) is drawn almost
     # surely. Training feeds the real image's class for these blocks. Needs condition_on_embedding = false.
     drawn_blocks: tuple[int, ...] = ()
+    # Layout shift: the last two components of z move the 16x16 layout by up to this fraction of the image side
+    # (times a gate learned from the condition, so a large figure can be given less room than a small one);
+    # the later up-blocks draw the detail at the new place. 0 = off. Without it the generator drew nearly every
+    # figure in the middle, where real figures lie anywhere (README, "Where the figure lies").
+    layout_shift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.branches not in (1, 2, 3):
@@ -65,8 +70,10 @@ class GeneratorConfig:
                     0 <= i < len(self.attribute_code) for i in self.drawn_blocks):
                 raise ValueError(f"drawn_blocks must be distinct indices into attribute_code "
                                  f"(0..{len(self.attribute_code) - 1}), got {list(self.drawn_blocks)}")
-            if len(self.drawn_blocks) > self.z_dim:
-                raise ValueError("drawn_blocks needs one z component per drawn block")
+        if not 0.0 <= self.layout_shift <= 0.5:
+            raise ValueError(f"layout_shift is a fraction of the image side in [0, 0.5], got {self.layout_shift}")
+        if len(self.drawn_blocks) + 2 * (self.layout_shift > 0) > self.z_dim:
+            raise ValueError("drawn_blocks needs one z component per drawn block, layout_shift the last two")
 
     @property
     def image_sizes(self) -> tuple[int, ...]:
@@ -213,10 +220,38 @@ def draw_one_hot(probs: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
     return ((uniform >= lower) & (uniform < upper)).to(probs.dtype)
 
 
-class _InitStage(nn.Module):
-    """concat(z, c) -> 4x4 x width -> four up-blocks -> 64x64 x width/16."""
+def shift_matrices(offset: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,) offsets in pixels -> (B, size, size) matrices M with (M @ x)[i] = x[i - offset] along one axis,
+    bilinear between pixels and clamped at the border. Built from arange, abs and relu rather than grid_sample
+    so that it exports at any opset and runs as a plain batched MatMul under TensorRT."""
+    target = torch.arange(size, dtype=offset.dtype, device=offset.device)
+    source = (target[None, :] - offset[:, None]).clamp(0, size - 1)  # (B, size): where each output pixel reads
+    return F.relu(1.0 - (source[:, :, None] - target[None, None, :]).abs())
 
-    def __init__(self, in_dim: int, width: int) -> None:
+
+class LayoutShift(nn.Module):
+    """Moves a feature map by (dx, dy) = range * gate(c) * u, with u uniform in (-1, 1)^2 from two standard-normal
+    components of z (u = erf(z / sqrt 2)). Convolutions are translation-equivariant, so the up-blocks after it draw
+    the same figure at the new place; the gate lets the condition ask for less room (a large figure)."""
+
+    def __init__(self, ca_dim: int, max_fraction: float) -> None:
+        super().__init__()
+        self.max_fraction = max_fraction
+        self.gate = nn.Linear(ca_dim, 1)
+
+    def forward(self, h: torch.Tensor, z_pair: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        uniform = torch.erf(z_pair * 0.7071067811865476)
+        pixels = uniform * (torch.sigmoid(self.gate(c)) * (self.max_fraction * h.shape[-1]))  # (B, 2)
+        rows = shift_matrices(pixels[:, 1], h.shape[-2])
+        cols = shift_matrices(pixels[:, 0], h.shape[-1])
+        return rows[:, None] @ h @ cols.transpose(1, 2)[:, None]
+
+
+class _InitStage(nn.Module):
+    """concat(z, c) -> 4x4 x width -> four up-blocks -> 64x64 x width/16; with a layout shift, the 16x16 map is
+    moved between the second and third up-block."""
+
+    def __init__(self, in_dim: int, width: int, shift: LayoutShift | None = None) -> None:
         super().__init__()
         self.width = width
         self.fc = nn.Sequential(nn.Linear(in_dim, width * 16 * 2, bias=False), nn.BatchNorm1d(width * 16 * 2), GLU())
@@ -226,9 +261,14 @@ class _InitStage(nn.Module):
             up_block(width // 4, width // 8),
             up_block(width // 8, width // 16),
         )
+        self.shift = shift
 
-    def forward(self, code: torch.Tensor) -> torch.Tensor:
-        return self.ups(self.fc(code).view(-1, self.width, 4, 4))
+    def forward(self, code: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = self.fc(code).view(-1, self.width, 4, 4)
+        if self.shift is None:
+            return self.ups(h)
+        h = self.shift(self.ups[1](self.ups[0](h)), z[:, -2:], c)
+        return self.ups[3](self.ups[2](h))
 
 
 class _NextStage(nn.Module):
@@ -260,7 +300,8 @@ class Generator(nn.Module):
         self.ca = ConditioningAugmentation(config.embedding_dim, config.ca_dim, tuple(config.attribute_code),
                                            config.condition_on_embedding)
         width = config.stage1_channels
-        self.init_stage = _InitStage(config.z_dim + config.ca_dim, width)
+        shift = LayoutShift(config.ca_dim, config.layout_shift) if config.layout_shift > 0 else None
+        self.init_stage = _InitStage(config.z_dim + config.ca_dim, width, shift)
         channels = width // 16
         self.next_stages = nn.ModuleList()
         self.to_images = nn.ModuleList([_to_image(channels)])
@@ -277,7 +318,7 @@ class Generator(nn.Module):
             for i, block in enumerate(self.config.drawn_blocks):
                 code[block] = draw_one_hot(code[block], z[:, i])
         c, mu, logvar = self.ca(embedding, eps, code)
-        h = self.init_stage(torch.cat([z, c], dim=1))
+        h = self.init_stage(torch.cat([z, c], dim=1), z, c)
         images = [self.to_images[0](h)]
         for stage, to_image in zip(self.next_stages, self.to_images[1:], strict=True):
             h = stage(h, c)
