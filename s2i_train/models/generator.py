@@ -248,7 +248,7 @@ class LayoutShift(nn.Module):
 
 
 class _InitStage(nn.Module):
-    """concat(z, c) -> 4x4 x width -> four up-blocks -> 64x64 x width/16; with a layout shift, the 16x16 map is
+    """(z, c) -> concat -> 4x4 x width -> four up-blocks -> 64x64 x width/16; with a layout shift, the 16x16 map is
     moved between the second and third up-block."""
 
     def __init__(self, in_dim: int, width: int, shift: LayoutShift | None = None) -> None:
@@ -263,8 +263,8 @@ class _InitStage(nn.Module):
         )
         self.shift = shift
 
-    def forward(self, code: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        h = self.fc(code).view(-1, self.width, 4, 4)
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, c], dim=1)).view(-1, self.width, 4, 4)
         if self.shift is None:
             return self.ups(h)
         h = self.shift(self.ups[1](self.ups[0](h)), z[:, -2:], c)
@@ -318,7 +318,7 @@ class Generator(nn.Module):
             for i, block in enumerate(self.config.drawn_blocks):
                 code[block] = draw_one_hot(code[block], z[:, i])
         c, mu, logvar = self.ca(embedding, eps, code)
-        h = self.init_stage(torch.cat([z, c], dim=1), z, c)
+        h = self.init_stage(z, c)
         images = [self.to_images[0](h)]
         for stage, to_image in zip(self.next_stages, self.to_images[1:], strict=True):
             h = stage(h, c)
