@@ -9,8 +9,9 @@
   shape predictions — NOT comparable with ImageNet-Inception FID/IS;
 - diversity: mean pairwise judge-feature distance among the images of one utterance (different z), against
   the same for real images of one class, of one class and size, and of everything the caption says (class,
-  size, and the background where it names one: what a faithful generator can reach); also among correctly
-  judged samples only (CALIBRATION.md: a malformed image raises raw diversity too);
+  size, and the background where it names one: what a faithful generator can reach, and the one-class figure
+  such a generator would score); also among correctly judged samples only (CALIBRATION.md: a malformed image
+  raises raw diversity too);
 - an image grid PNG (one row per test class: a real image, then samples).
 
 With `bundle`, the speech embeddings and the images come from an exported model bundle run by the runtime
@@ -373,6 +374,9 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
             "ratio_correct_only": correct_div / real_div if real_div else None,
             "ratio_vs_same_size": generated_div / real_sized_div if real_sized_div else None,
             "real_matching_caption": float(matched.mean()),
+            # The most `ratio` can be for a generator that draws exactly what each caption says: real images
+            # matching the captions spread this much less than real images of one class.
+            "ratio_ceiling_for_faithful_generator": float(matched.mean() / real_div) if real_div else None,
             "ratio_vs_matching_caption": float(own.mean() / matched.mean()) if matched.mean() else None,
             "ratio_vs_matching_caption_open_background": (float(own[open_bg].mean() / matched[open_bg].mean())
                                                           if open_bg.any() and matched[open_bg].mean() else None),
@@ -466,7 +470,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             lines.append(f"{whose} on the same images: "
                          + ", ".join(f"{a} {v:.3f}" for a, v in gen["teacher_accuracy"].items()))
         d = result["diversity"]
-        lines.append(f"diversity vs real same class {d['ratio']:.3f} (correct only {d['ratio_correct_only'] or 0:.3f}),"
+        lines.append(f"diversity vs real same class {d['ratio']:.3f} (correct only {d['ratio_correct_only'] or 0:.3f};"
+                     f" real images matching the captions score {d['ratio_ceiling_for_faithful_generator'] or 0:.3f}),"
                      f" vs real same class and size {d['ratio_vs_same_size'] or 0:.3f},"
                      f" vs real matching the caption {d['ratio_vs_matching_caption'] or 0:.3f}"
                      f" (background left open: {d['ratio_vs_matching_caption_open_background'] or 0:.3f})")

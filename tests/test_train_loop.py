@@ -218,6 +218,9 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     assert named is None or 0.0 <= named <= 1.0
     diversity = result["diversity"]
     assert diversity["real_matching_caption"] > 0 and diversity["ratio_vs_matching_caption"] >= 0
+    # Real images matching a caption hold more fixed than real images of its class, so they spread no more.
+    assert diversity["ratio_ceiling_for_faithful_generator"] == pytest.approx(
+        diversity["real_matching_caption"] / diversity["real_same_class"])
     assert (run / "eval.json").is_file() and (run / "eval_grid.png").is_file()
 
 
@@ -270,6 +273,19 @@ def test_eval_bundle_errors_are_one_line(base_run, tmp_path):
     missing = _cli("eval", "--run", str(base_run), "--bundle", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_diversity_factors_reads_real_images_with_each_factor_fixed(base_run, tmp_path):
+    from s2i_train.diversity_factors import FACTORS, factor_spread
+
+    result = factor_spread(base_run, images_per_group=3, progress=False)
+    spread = result["spread_with_factor_fixed"]
+    assert result["groups"] == 32 and set(spread) == {"nothing", "all", *FACTORS}
+    assert spread["nothing"] > 0 and all(v >= 0 for v in spread.values())
+    # With every factor fixed the three images of a group are one image drawn three times.
+    assert spread["all"] == pytest.approx(0.0, abs=1e-6) and result["share_of_spread_left"]["nothing"] == 1.0
+    no_judge = _cli("diversity-factors", "--run", str(tmp_path / "empty"), "--json")
+    assert no_judge.returncode == 2 and len(no_judge.stderr.strip().splitlines()) == 1
 
 
 def _cli(*args):

@@ -113,3 +113,23 @@ def register_train_commands(app: typer.Typer) -> None:
         else:
             for line in summary_lines(result):
                 typer.echo(line)
+
+    @app.command(name="diversity-factors")
+    def diversity_factors_command(
+        run: Path = typer.Option(..., "--run", help="Run directory with a trained judge."),
+        images_per_group: int = typer.Option(24, "--images-per-group", min=2,
+                                             help="Real images rendered per colour, shape, size and background."),
+        seed: int = typer.Option(0, "--seed"),
+        json_output: bool = JsonOption,
+    ) -> None:
+        """How much of real images' judge-feature spread each rendering factor (position, rotation, ...) makes."""
+        from ..diversity_factors import factor_spread
+
+        result = factor_spread(run, images_per_group=images_per_group, seed=seed, progress=not json_output)
+        if json_output:
+            typer.echo(json.dumps(result, sort_keys=True))
+            return
+        typer.echo(f"judge-feature spread of real images of one colour, shape, size and background "
+                   f"({result['groups']} groups x {result['images_per_group']}), by what is held fixed:")
+        for name, value in result["spread_with_factor_fixed"].items():
+            typer.echo(f"  {name:<14} {value:7.2f}  ({result['share_of_spread_left'][name]:.2f} of free)")
