@@ -1,6 +1,7 @@
 # Rebuild the shipped default model from scratch: data -> judge -> teacher, critics -> encoder -> generator ->
 # eval -> ONNX bundle -> s2i_runtime/default_bundle/.   `make default-model`
-# 53.5 minutes on 2 CPU cores with hardware bf16 (README, "Training in bf16", has the stage times). Override the locations, e.g.
+# About 54 minutes on 2 CPU cores with hardware bf16 (53.5 measured end to end before the background switches; README,
+# "The default model", has the stage times). Override the locations, e.g.
 #   make default-model DATA=/tmp/shapes RUN=/tmp/run64
 # Any stage can be continued after an interruption with `s2i-train <stage> --run $(RUN) --resume`.
 

@@ -40,6 +40,7 @@ def _texture(spec: render.ImageSpec) -> render.ImageSpec:
 
 
 def _colour_jitter(spec: render.ImageSpec) -> render.ImageSpec:
+    # The middles of the ranges `render.sample_image_spec` draws saturation and value from.
     saturation = 0.535 if spec.colour == "pink" else 0.89
     return dataclasses.replace(spec, hue=render.HUES[spec.colour], saturation=saturation, value=0.925)
 
