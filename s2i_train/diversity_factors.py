@@ -3,7 +3,8 @@
 `s2i-train eval` compares the spread of a caption's samples with the spread of real images. This says what that
 real spread is made of: real images of one colour, shape, size and background are rendered afresh, once with every
 factor free and once per factor held fixed (position at the centre, rotation at 0, one background texture and
-level, colour without jitter, the figure's scale at the middle of its size's range), and read by the run's judge.
+level, colour without jitter, the figure's scale at the middle of its size's range), and read by the run's judge
+at its own image size.
 A factor whose fixing shrinks the spread most is what a generator must vary to look like real data.
 """
 
@@ -75,8 +76,7 @@ def _specs(rng: np.random.Generator, colour: str, shape: str, size: str, backgro
     return specs
 
 
-def factor_spread(run_dir: str | Path, images_per_group: int = 24, seed: int = 0, image_size: int = 64,
-                  progress: bool = True) -> dict:
+def factor_spread(run_dir: str | Path, images_per_group: int = 24, seed: int = 0, progress: bool = True) -> dict:
     """Mean pairwise judge-feature distance of real images of one colour, shape, size and background, with
     nothing fixed, with each factor of `FACTORS` fixed in turn, and with all of them fixed (0: one image).
 
@@ -85,6 +85,7 @@ def factor_spread(run_dir: str | Path, images_per_group: int = 24, seed: int = 0
     if images_per_group < 2:
         raise ValueError("images_per_group must be at least 2")
     judge = load_judge(run_dir).eval()
+    image_size = judge.config.image_size  # drawn at the size the judge reads, not drawn and then resized
     rng = np.random.default_rng(seed)
     groups = [_specs(rng, colour, shape, size, background, images_per_group)
               for colour, shape in zip(COLOURS, SHAPES, strict=True) for size in SIZES for background in BACKGROUNDS]

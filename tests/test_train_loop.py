@@ -218,7 +218,7 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     assert named is None or 0.0 <= named <= 1.0
     diversity = result["diversity"]
     assert diversity["real_matching_caption"] > 0 and diversity["ratio_vs_matching_caption"] >= 0
-    # Real images matching a caption hold more fixed than real images of its class, so they spread no more.
+    # The ceiling is the spread of real images matching each caption over that of real images of its class.
     assert diversity["ratio_ceiling_for_faithful_generator"] == pytest.approx(
         diversity["real_matching_caption"] / diversity["real_same_class"])
     assert (run / "eval.json").is_file() and (run / "eval_grid.png").is_file()
