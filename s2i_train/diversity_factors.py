@@ -41,9 +41,9 @@ def _texture(spec: render.ImageSpec) -> render.ImageSpec:
 
 
 def _colour_jitter(spec: render.ImageSpec) -> render.ImageSpec:
-    # The middles of the ranges `render.sample_image_spec` draws saturation and value from.
-    saturation = 0.535 if spec.colour == "pink" else 0.89
-    return dataclasses.replace(spec, hue=render.HUES[spec.colour], saturation=saturation, value=0.925)
+    saturation = float(np.mean(render.saturation_range(spec.colour)))
+    return dataclasses.replace(spec, hue=render.HUES[spec.colour], saturation=saturation,
+                               value=float(np.mean(render.VALUE_RANGE)))
 
 
 def _scale(spec: render.ImageSpec) -> render.ImageSpec:

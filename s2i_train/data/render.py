@@ -21,10 +21,16 @@ SUPERSAMPLE = 4
 # Fraction of the image side covered by the shape's (unrotated) bounding box.
 SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.36, 0.44), "large": (0.66, 0.78)}
 ROTATION_RANGE = 15.0  # degrees either way: never enough to turn a square into a diamond
+VALUE_RANGE = (0.85, 1.0)  # HSV value of the figure's colour
 HUE_JITTER = 5.0  # degrees, inside the vocabulary's +-8 degree buckets
 BACKGROUND_LEVELS: dict[str, tuple[int, int]] = {"light": (175, 215), "dark": (35, 75)}
 TEXTURE_AMPLITUDE = 7.0  # grey levels of the low-frequency background texture
 MARGIN = 0.03  # fraction of the side kept free around the shape
+
+
+def saturation_range(colour: str) -> tuple[float, float]:
+    # Pink is a pale magenta: lower saturation keeps it apart from purple by more than hue alone.
+    return (0.45, 0.62) if colour == "pink" else (0.78, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +67,8 @@ def sample_image_spec(rng: np.random.Generator, colour: str, shape: str) -> Imag
     size = SIZES[int(rng.integers(len(SIZES)))]
     background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     hue = HUES[colour] + float(rng.uniform(-HUE_JITTER, HUE_JITTER))
-    # Pink is a pale magenta: lower saturation keeps it apart from purple by more than hue alone.
-    saturation = float(rng.uniform(0.45, 0.62) if colour == "pink" else rng.uniform(0.78, 1.0))
-    value = float(rng.uniform(0.85, 1.0))
+    saturation = float(rng.uniform(*saturation_range(colour)))
+    value = float(rng.uniform(*VALUE_RANGE))
     scale = float(rng.uniform(*SIZE_RANGES[size]))
     rotation = float(rng.uniform(-ROTATION_RANGE, ROTATION_RANGE))
     # Place the rotated outline fully inside the image with a small margin.
