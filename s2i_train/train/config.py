@@ -81,7 +81,8 @@ class TeacherConfig:
     # Only scrambled images train the colour-free heads. Taught on intact images too, a head reads a small
     # shape off its palette colour wherever the training classes allow it (no pink hexagon among them, so a
     # small pink blob is a circle) and misreads exactly the held-out combinations. Off: the readers it gives
-    # confuse circle and hexagon far less, but the generator trained on them drew no better shape (README).
+    # confuse circle and hexagon far less, but the generator trained on them drew no better shape
+    # (docs/default-model.md).
     colour_free_scrambled_only: bool = False
     # Critics: more teachers trained alike, one per width listed, from other seeds (`s2i-train critics`). They
     # only check the generator: its images must satisfy the teacher and every critic, and a pattern that
@@ -107,19 +108,21 @@ class EncoderTrainConfig:
     teacher_target: str = "image"
     # Which frozen image network teaches: "teacher" (the run's teacher, Li et al.), a critic ("critic-2"), or
     # "best" = of the teacher and the critics, the one whose features retrieve the *training* images by class
-    # best (cosine mAP). Measured (README): the three group unseen pairs at 0.935 / 0.968 / 0.979, in the order
-    # their training images rank them, but their students retrieve speech alike (0.959 / 0.939 / 0.954).
+    # best (cosine mAP). Measured (docs/default-model.md): the three group unseen pairs at 0.935 / 0.968 / 0.979,
+    # in the order their training images rank them, but their students retrieve speech alike (0.959 / 0.939 /
+    # 0.954).
     teacher: str = "teacher"
     # Whiten the teacher's features before they become targets: "none" (Li et al.) or "class" = centre them and
     # whiten their within-class scatter, fitted on the training images (shrunk towards its mean variance by
     # teacher_whiten_shrink), kept at the raw features' mean norm; saved as `teacher-whitening`, through which
     # eval and the generator's speech matching read images too. The colour-decorrelated teacher spends most
     # of its variance on position, rotation and shape, little on colour, and the student copies that layout
-    # (README). Measured, speech->speech mAP on held-out pairs: none 0.959 / 0.950 (seeds 0 / 1), class at
-    # shrink 0.1 0.959 (colour now dominant, shape loose), at shrink 0.8 0.974 / 0.975 — the classifier
+    # (docs/default-model.md). Measured, speech->speech mAP on held-out pairs: none 0.959 / 0.950 (seeds 0 / 1),
+    # class at shrink 0.1 0.959 (colour now dominant, shape loose), at shrink 0.8 0.974 / 0.975 — the classifier
     # baseline 0.972 / 0.971. That was one teacher: on the make run's own teacher, shrink 0.8 gave 0.866 against
-    # 0.968 unwhitened, so it stays off. There the per-image targets were what failed (whitening raises each image's
-    # pose to the size of the class directions): with teacher_target = "spoken_mean" it gave 0.970 / 0.971.
+    # 0.968 unwhitened. There the per-image targets were what failed (whitening raises each image's pose to the
+    # size of the class directions): with teacher_target = "spoken_mean" it gave 0.970 / 0.971, and with the
+    # background head 0.967 / 0.973 against the classifier's 0.959 / 0.960, so shapes64.toml sets both.
     teacher_whiten: str = "none"
     teacher_whiten_shrink: float = 0.8
     # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the
