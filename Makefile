@@ -1,7 +1,7 @@
 # Rebuild the shipped default model from scratch: data -> judge -> teacher, critics -> encoder -> generator ->
 # eval -> ONNX bundle -> s2i_runtime/default_bundle/.   `make default-model`
-# About 51 minutes on 2 CPU cores with hardware bf16 (51.0 measured end to end, 2026-11-29; README, "The default
-# model", has the stage times). Override the locations, e.g.
+# About 52 minutes on 2 CPU cores with hardware bf16 (51.0 measured end to end for the config before mode seeking 1.0,
+# whose generator took 65 s less; README, "The default model", has the stage times). Override the locations, e.g.
 #   make default-model DATA=/tmp/shapes RUN=/tmp/run64
 # Any stage can be continued after an interruption with `s2i-train <stage> --run $(RUN) --resume`.
 
