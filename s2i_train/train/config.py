@@ -169,7 +169,7 @@ class GeneratorTrainConfig:
     # false = every reader reads every row.
     teacher_split_rows: bool = False
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
-    # asked to keep their images apart. 0 = off (the default model trained without it).
+    # asked to keep their images apart. 0 = off (shapes64 sets 1.0).
     mode_seeking_weight: float = 0.0
     # Pair discriminator (conditional PacGAN): D also judges pairs of images of one description - two real images
     # with the caption's colour, shape and size, or two samples of one caption with different z - and G is asked
