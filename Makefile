@@ -30,6 +30,7 @@ train: $(RUN)/generator.safetensors
 
 $(RUN)/generator.safetensors: $(DATA)/captions.jsonl
 	$(BIN)/s2i-train judge --run $(RUN) --data $(DATA) --config $(CONFIG)
+	$(BIN)/s2i-train silhouette-judge --run $(RUN)
 	$(BIN)/s2i-train teacher --run $(RUN)
 	$(BIN)/s2i-train critics --run $(RUN)
 	$(BIN)/s2i-train encoder --run $(RUN)

@@ -48,15 +48,18 @@ from .checkpoint import (
     read_meta,
 )
 from .data import vocabulary
+from .eval_conditions import cell_captions, condition_table, table_lines
+from .frontend import logmel_torch
 from .metrics import (
+    fit_softmax_regression,
     frechet_distance,
     inception_style_score,
-    linear_probe_accuracy,
     mean_pairwise_distance,
     retrieval_scores,
 )
-from .train.banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
-from .train.common import SPOKEN_ATTRIBUTES
+from .silhouette import SILHOUETTE_JUDGE, load_silhouette_judge, silhouette_shape_read
+from .train.banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank, load_wave_bank
+from .train.common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES
 from .train.config import load_run_config
 
 EVAL_FILE = "eval.json"
@@ -202,11 +205,14 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
     report_file, grid_file = report_names(pipeline.bundle.path if pipeline is not None else None, precision)
     sizes = tuple(sorted({judge_size, *([gen_size] if gen_size else []), config.teacher.image_size}))
     test_images = load_image_bank(root, "test", sizes, run_dir)
-    test_captions = load_caption_bank(root, "test", test_images, run_dir=run_dir)
+    all_test_captions = load_caption_bank(root, "test", test_images, run_dir=run_dir)
+    # The headline figures are read on the held-out espeak-ng voices, as before the recorded voices existed;
+    # the table by voice and condition covers both kinds.
+    test_captions = all_test_captions.subset(cell_captions(all_test_captions.records, "espeak", 0, seed))
     result: dict[str, Any] = {
         "dataset": str(root),
         "run": str(run_dir),
-        "split": "test (held-out classes, held-out voices)",
+        "split": "test (held-out classes, held-out espeak-ng voices)",
         "test_images": len(test_images),
         "test_captions": len(test_captions),
         "judge_feature_note": "judge-FID / judge-IS use the judge's features; not comparable to Inception numbers",
@@ -227,14 +233,17 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
 
     teacher = load_module(run_dir, TEACHER).eval() if has_module(run_dir, TEACHER) else None
 
+    embed_waves, probe = None, None
     # Encoder retrieval.
     if pipeline is not None:
+        embed_waves = lambda waves: torch.from_numpy(pipeline.embed(waves))  # noqa: E731
         # The bundle's own front end and encoder on the WAV files. Speech->image retrieval and the linear probe
         # need the run's image space and training embeddings: run-only figures.
         speech = torch.from_numpy(pipeline.embed([root / r["audio"] for r in test_captions.records]))
         result["retrieval"] = {"objective": "bundle", **_speech_retrieval(speech, test_captions)}
     elif has_module(run_dir, ENCODER):
         encoder = load_module(run_dir, ENCODER).eval()
+        embed_waves = _encoder_on_waves(encoder)
         objective = read_meta(run_dir, ENCODER).get("summary", {}).get("objective", "unknown")
         speech = caption_embeddings(encoder, test_captions)
         labels = test_captions.class_ids.numpy()
@@ -258,7 +267,9 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
             result["teacher_real"] = {a: float((heads[:, i] == test_images.attributes[:, i]).float().mean())
                                       for i, a in enumerate(ATTRIBUTES)}
         result["retrieval"] = retrieval
-        result["encoder_probe"] = _encoder_probe(encoder, root, run_dir, speech, test_captions)
+        probe = _attribute_probe(encoder, root, run_dir)
+        result["encoder_probe"] = {name: float((probs.argmax(1) == test_captions.attributes[:, ATTRIBUTES.index(name)])
+                                               .float().mean()) for name, probs in probe(speech).items()}
     else:
         speech = None
 
@@ -390,23 +401,72 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
         with atomic_path(grid_path) as tmp:
             grid.save(tmp, format="PNG")
         result["grid"] = str(grid_path)
+    if embed_waves is not None:
+        result["conditions"] = _conditions(root, run_dir, all_test_captions, embed_waves, drawer, judge, ecfg, seed,
+                                           probe)
     result["seconds"] = round(time.perf_counter() - began, 2)
     atomic_write_text(run_dir / report_file, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 
 
-def _encoder_probe(encoder, root: Path, run_dir: Path, test_speech: torch.Tensor, test_captions) -> dict[str, float]:
-    """Linear-probe accuracy per spoken attribute: fitted on the training captions' embeddings, scored on the
-    test captions' (unseen colour-shape pairs, unseen voices). A generator can only draw what this reads."""
+def _encoder_on_waves(encoder) -> Callable[[list[np.ndarray]], torch.Tensor]:
+    @torch.no_grad()
+    def embed(waves: list[np.ndarray]) -> torch.Tensor:
+        batch = torch.zeros(len(waves), max(len(w) for w in waves))
+        for row, wave in enumerate(waves):
+            batch[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
+        return encoder(*logmel_torch(batch, torch.tensor([len(w) for w in waves])))
+
+    return embed
+
+
+def _conditions(root: Path, run_dir: Path, captions, embed_waves, drawer: _Drawer | None, judge, ecfg, seed: int,
+                probe) -> dict[str, Any]:
+    """The table by voice group and acoustic condition (eval_conditions), read by the judge and, where the run
+    has one, the silhouette judge."""
+    test_waves = load_wave_bank(root, "test", run_dir=run_dir)
+    train_waves = load_wave_bank(root, "train", run_dir=run_dir)
+    silhouette = load_silhouette_judge(run_dir) if has_module(run_dir, SILHOUETTE_JUDGE) else None
+
+    def babble_voice(rng: np.random.Generator) -> np.ndarray:
+        return train_waves.wave(int(rng.integers(len(train_waves))))
+
+    def read(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        probs, _ = judge_read(judge, images)
+        out = {name: probs[name] for name in ("colour", "shape", "size")}
+        if silhouette is not None:
+            out["silhouette_shape"] = silhouette_shape_read(silhouette, images)
+        return out
+
+    draw, z_dim, ca_dim = (drawer.draw, drawer.z_dim, drawer.ca_dim) if drawer is not None else (None, 0, 0)
+    return condition_table(captions.records, captions.attributes, test_waves.wave, babble_voice, embed_waves,
+                           draw, z_dim, ca_dim, read, probe=probe,
+                           images_per_caption=ecfg.condition_images_per_caption, limit=ecfg.condition_captions,
+                           seed=seed, batch_size=ecfg.batch_size)
+
+
+PROBE_L2 = 1e-3
+
+
+def _attribute_probe(encoder, root: Path, run_dir: Path) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """A linear read-out per spoken attribute (softmax regression), fitted on the training captions' embeddings
+    and applied to any embeddings: scored on the test captions it tells whether the attribute is encoded in a
+    way that carries over to unseen pairs and voices (a generator can only draw what this reads)."""
     train_images = load_image_bank(root, "train", (load_run_config(run_dir).teacher.image_size,), run_dir)
     train_captions = load_caption_bank(root, "train", train_images, run_dir=run_dir)
-    train_speech = caption_embeddings(encoder, train_captions).numpy()
-    probe = {}
+    train_speech = caption_embeddings(encoder, train_captions).numpy().astype(np.float64)
+    mean, std = train_speech.mean(0), train_speech.std(0) + 1e-6
+    fits = {}
     for name in SPOKEN_ATTRIBUTES:
-        column = ATTRIBUTES.index(name)
-        probe[name] = linear_probe_accuracy(train_speech, train_captions.attributes[:, column].numpy(),
-                                            test_speech.numpy(), test_captions.attributes[:, column].numpy())
-    return probe
+        labels = train_captions.attributes[:, ATTRIBUTES.index(name)].numpy()
+        fits[name] = fit_softmax_regression((train_speech - mean) / std, labels,
+                                            ATTRIBUTE_CLASSES[name], PROBE_L2)
+
+    def read(embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (embeddings.numpy().astype(np.float64) - mean) / std
+        return {name: torch.from_numpy(x @ w + b).softmax(1) for name, (w, b) in fits.items()}
+
+    return read
 
 
 def _by_class(hits: torch.Tensor, class_ids: torch.Tensor) -> dict[str, float]:
@@ -478,4 +538,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"judge-FID {result['judge_fid']:.2f} (real halves {result['judge_fid_real_halves']:.2f}), "
                      f"judge-IS {result['judge_is']:.2f} (real {result['judge_is_real']:.2f})")
         lines.append(f"grid: {result['grid']}")
+    if result.get("conditions"):
+        lines.append("by voice and condition (held-out classes):")
+        lines += ["  " + line for line in table_lines(result["conditions"])]
     return lines

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from s2i_runtime.audio import load_audio
 from s2i_train.cli import app
-from s2i_train.data import shapes, speech, vocabulary
+from s2i_train.data import recorded_voices, shapes, speech, vocabulary
 
 
 @pytest.fixture(scope="session")
@@ -40,12 +40,43 @@ def test_layout(tiny_shapes):
 def test_voices_held_out(tiny_shapes):
     assert len(speech.TRAIN_VOICES) >= 20 and len(speech.TEST_VOICES) >= 5
     assert set(speech.TRAIN_VOICES).isdisjoint(speech.TEST_VOICES)
+    recorded_train = {v.label for v in recorded_voices.TRAIN_VOICES}
+    recorded_test = {v.label for v in recorded_voices.TEST_VOICES}
+    assert recorded_train == {"flite:kal", "flite:kal16", "flite:rms", "festival:kal_diphone"}
+    assert recorded_test == {"flite:slt", "flite:awb", "festival:cmu_us_slt_arctic_hts"}
     captions = _captions(tiny_shapes)
     train_voices = {c["voice"] for c in captions if c["split"] == "train"}
     test_voices = {c["voice"] for c in captions if c["split"] == "test"}
-    assert train_voices <= {v.name for v in speech.TRAIN_VOICES}
-    assert test_voices <= {v.name for v in speech.TEST_VOICES}
-    assert len(train_voices) >= 10 and len(test_voices) >= 3
+    assert train_voices <= {v.name for v in speech.TRAIN_VOICES} | recorded_train
+    assert test_voices <= {v.name for v in speech.TEST_VOICES} | recorded_test
+    assert len(train_voices & recorded_train) >= 3 and len(train_voices) >= 12
+    assert len(test_voices & recorded_test) == 3 and len(test_voices) >= 6
+
+
+def test_training_captions_mix_synthesizers_and_test_captions_are_spoken_twice(tiny_shapes):
+    captions = _captions(tiny_shapes)
+    train = [c for c in captions if c["split"] == "train"]
+    share = sum(c["engine"] != "espeak-ng" for c in train) / len(train)
+    assert 0.35 < share < 0.65  # recorded_fraction 0.5 over 96 captions
+    test = {(c["key"], c["caption_index"]): c for c in captions if c["split"] == "test"}
+    for (key, index), c in test.items():
+        if index == 0:
+            assert c["engine"] == "espeak-ng"
+            again = test[(key, 1)]  # one caption per image in the tiny set: the recorded voice's copy is index 1
+            assert again["engine"] in ("flite", "festival") and again["text"] == c["text"]
+            assert again["audio"] != c["audio"]
+    recorded = [c for c in captions if c["engine"] != "espeak-ng"]
+    assert all("duration_stretch" in c and "rate" not in c for c in recorded)
+
+
+def test_missing_synthesizer_is_one_line_naming_the_package(monkeypatch, tmp_path):
+    from s2i_runtime.errors import InputError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no flite, no festival on this PATH
+    with pytest.raises(InputError, match=r"flite is not installed: apt-get install flite"):
+        shapes.generate(tmp_path / "out", shapes.ShapesConfig(images_per_class=1, captions_per_image=1,
+                                                               image_size=64))
+    assert not (tmp_path / "out").exists()
 
 
 def test_audio_is_real_speech(tiny_shapes):

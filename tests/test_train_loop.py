@@ -191,11 +191,13 @@ def test_sigint_saves_and_stops_then_resume_matches(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_reports_every_figure(base_run, tmp_path):
+def test_eval_reports_every_figure(base_run, tiny_data, tmp_path):
     from s2i_train.eval import evaluate
+    from s2i_train.silhouette import SilhouetteConfig, train_silhouette_judge
 
     run = _copy(base_run, tmp_path, "evald")
     train_stage("generator", run, progress=False)
+    train_silhouette_judge(run, tiny_data, SilhouetteConfig(steps=3, batch_size=8, width=4), progress=False)
     result = evaluate(None, run)
     assert set(result["judge_real"]) >= {"colour", "shape", "size", "images"}
     assert {"speech_to_image", "speech_to_speech", "image_to_image"} <= set(result["retrieval"])
@@ -222,6 +224,18 @@ def test_eval_reports_every_figure(base_run, tmp_path):
     assert diversity["ratio_ceiling_for_faithful_generator"] == pytest.approx(
         diversity["real_matching_caption"] / diversity["real_same_class"])
     assert (run / "eval.json").is_file() and (run / "eval_grid.png").is_file()
+    # The table by voice and condition: both held-out voice groups, every condition, both judges and the probe.
+    table = result["conditions"]
+    assert set(table) == {"espeak", "recorded"}
+    for cells in table.values():
+        assert set(cells) == {"clean", "noisy_room", "telephone"}
+        for cell in cells.values():
+            assert cell["captions"] == 8 and cell["images_per_caption"] == 2
+            for name in ("colour", "shape", "size", "all_three", "silhouette_shape"):
+                assert 0.0 <= cell[name] <= 1.0
+            assert set(cell["probe"]) == {"colour", "shape", "size"}
+            assert cell["shape_judges_disagree"] == (abs(cell["shape"] - cell["silhouette_shape"]) > 0.1)
+    assert result["test_captions"] == 32  # the headline figures: the held-out espeak-ng voices
 
 
 def test_shape_confusions_on_a_hand_case():

@@ -40,13 +40,20 @@ def make_tiny_shapes(root: Path, images_per_class: int = 2, size: int = 64, seed
             audio_path.parent.mkdir(parents=True, exist_ok=True)
             seconds = rng.uniform(0.3, 0.9)
             audio_path.write_bytes(_wav(rng.normal(0, 0.1, int(16000 * seconds))))
-            records.append({
+            record = {
                 "key": key, "caption_index": 0, "split": split, "class": shape_class.name,
                 "class_id": shape_class.class_id, "image": f"images/{key}.png", "audio": f"audio/{key}_0.wav",
                 "text": captions.make_caption(text_rng, spec.colour, spec.shape, spec.size, spec.background)[0],
-                "voice": "none",
+                "voice": "none", "engine": "espeak-ng",
                 "attributes": vocabulary.attribute_labels(spec.colour, spec.shape, spec.size, spec.background),
-            })
+            }
+            records.append(record)
+            if split == "test":
+                # As in the real layout: the same caption once more by a held-out recorded voice, next index.
+                again = root / "audio" / f"{key}_1.wav"
+                again.write_bytes(_wav(rng.normal(0, 0.1, int(16000 * seconds))))
+                records.append({**record, "caption_index": 1, "audio": f"audio/{key}_1.wav", "engine": "flite",
+                                "voice": "flite:none"})
     (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     for split in ("train", "test"):
         (root / split).mkdir(exist_ok=True)

@@ -24,6 +24,8 @@ def shapes(
     captions_per_image: int = typer.Option(2, help="Spoken captions per image."),
     image_size: int = typer.Option(256, help="Image side in pixels (64/128/256 branches can train from 256)."),
     seed: int = typer.Option(0, help="Same seed and options give byte-identical files."),
+    recorded_fraction: float = typer.Option(
+        0.5, help="Share of training captions spoken by flite/festival voices (the rest by espeak-ng)."),
     workers: int = typer.Option(0, help="Worker processes (0 = one per CPU core, at most 8)."),
     overwrite: bool = typer.Option(False, help="Replace a dataset this command wrote before."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
@@ -33,7 +35,7 @@ def shapes(
 
     from .shapes import ShapesConfig, generate
 
-    config = ShapesConfig(images_per_class, captions_per_image, image_size, seed)
+    config = ShapesConfig(images_per_class, captions_per_image, image_size, seed, recorded_fraction)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=True, disable=as_json) as progress:
         task = progress.add_task("Spoken-Shapes classes", total=64)

@@ -23,9 +23,9 @@ import numpy as np
 from s2i_runtime.errors import InputError
 from s2i_runtime.fsutil import atomic_write_bytes, atomic_write_text
 
-from . import captions, render, speech, vocabulary
+from . import captions, recorded_voices, render, speech, vocabulary
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Default: 60 images per class (what calibration trained on) x 2 spoken captions, drawn at 256 px so the
 # 64/128/256 branches can all train from it.
 DEFAULT_IMAGES_PER_CLASS = 60
@@ -43,6 +43,9 @@ class ShapesConfig:
     captions_per_image: int = DEFAULT_CAPTIONS_PER_IMAGE
     image_size: int = DEFAULT_IMAGE_SIZE
     seed: int = 0
+    # Share of training captions spoken by the voices built from recordings (the rest by espeak-ng): half, so
+    # neither kind of synthesis is what the encoder mostly learns.
+    recorded_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.images_per_class < 1:
@@ -53,6 +56,8 @@ class ShapesConfig:
             raise InputError("--image-size must be between 32 and 1024 pixels")
         if self.seed < 0:
             raise InputError("--seed must not be negative")
+        if not 0.0 <= self.recorded_fraction <= 1.0:
+            raise InputError("--recorded-fraction must be between 0 and 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +104,10 @@ def generate(
     """Write the dataset under `out`. Refuses a folder holding other files unless `overwrite` (which removes
     only what this generator writes)."""
     root = Path(out)
+    try:
+        recorded_voices.check_available((*recorded_voices.TRAIN_VOICES, *recorded_voices.TEST_VOICES))
+    except speech.SpeechError as exc:
+        raise InputError(str(exc)) from None
     _prepare_folder(root, overwrite)
     started = time.perf_counter()
     workers = max(1, workers or min(os.cpu_count() or 1, 8))
@@ -142,15 +151,25 @@ def _prepare_folder(root: Path, overwrite: bool) -> None:
 
 
 def build_class(job: tuple[str, str, dict]) -> tuple[str, list[dict]]:
-    """Render and speak every item of one class (runs in a fresh worker process)."""
+    """Render and speak every item of one class (runs in a fresh worker process).
+
+    Training captions are spoken by espeak-ng or, with probability `recorded_fraction`, by a training voice
+    built from recordings. Test captions are spoken once by a held-out espeak-ng voice and once more, the same
+    text, by a held-out recorded voice (caption indices after the espeak-ng ones), so the two kinds of voice are
+    compared on the same sentences.
+    """
     root_text, class_name, config_dict = job
     root = Path(root_text)
     config = ShapesConfig(**config_dict)
     shape_class = vocabulary.class_by_name(class_name)
     split = vocabulary.split_of(class_name)
-    voices = speech.TEST_VOICES if split == "test" else speech.TRAIN_VOICES
+    test = split == "test"
+    espeak_voices = speech.TEST_VOICES if test else speech.TRAIN_VOICES
+    recorded = recorded_voices.TEST_VOICES if test else recorded_voices.TRAIN_VOICES
     synthesizer = speech.Synthesizer()
-    records = []
+    records: list[dict] = []
+    espeak_waves: dict[int, np.ndarray] = {}
+    recorded_rows: list[tuple[int, recorded_voices.RecordedUtterance]] = []
     for index in range(config.images_per_class):
         key = image_key(class_name, index)
         spec = render.sample_image_spec(
@@ -161,46 +180,64 @@ def build_class(job: tuple[str, str, dict]) -> tuple[str, list[dict]]:
         for k in range(config.captions_per_image):
             rng = item_rng(config.seed, shape_class.class_id, index, 1 + k)
             text, template = captions.make_caption(rng, spec.colour, spec.shape, spec.size, spec.background)
-            voice = voices[int(rng.integers(len(voices)))]
-            rate, pitch = speech.sample_prosody(rng)
-            utterance = speech.Utterance(text, voice, rate, pitch)
-            raw = synthesizer.speak(utterance, seed=int(rng.integers(2**31)))
-            audio = speech.resample_to_16k(raw, synthesizer.sample_rate)
-            audio_path = f"audio/{key}_{k}.wav"
-            atomic_write_bytes(root / audio_path, speech.wav_bytes(audio))
-            records.append(
-                {
-                    "key": key,
-                    "caption_index": k,
-                    "split": split,
-                    "class": class_name,
-                    "class_id": shape_class.class_id,
-                    "image": image_path,
-                    "audio": audio_path,
-                    "text": text,
-                    "template": template,
-                    "voice": voice.name,
-                    "rate": rate,
-                    "pitch": pitch,
-                    "duration_s": round(audio.size / speech.OUTPUT_RATE, 4),
-                    "colour": spec.colour,
-                    "shape": spec.shape,
-                    "size": spec.size,
-                    "background": spec.background,
-                    "attributes": vocabulary.attribute_labels(spec.colour, spec.shape, spec.size, spec.background),
-                    "geometry": {
-                        "hue": round(spec.hue, 3),
-                        "saturation": round(spec.saturation, 4),
-                        "value": round(spec.value, 4),
-                        "scale": round(spec.scale, 4),
-                        "rotation": round(spec.rotation, 3),
-                        "cx": round(spec.cx, 4),
-                        "cy": round(spec.cy, 4),
-                        "background_level": spec.background_level,
-                    },
-                }
-            )
+            base = _caption_record(key, split, shape_class, image_path, text, template, spec)
+            respoken = [(k, rng)]
+            if test:
+                respoken.append((config.captions_per_image + k,
+                                 item_rng(config.seed, shape_class.class_id, index, 1 + config.captions_per_image + k)))
+            for caption_index, voice_rng in respoken:
+                record = {**base, "caption_index": caption_index, "audio": f"audio/{key}_{caption_index}.wav"}
+                use_recorded = caption_index >= config.captions_per_image if test else (
+                    float(rng.random()) < config.recorded_fraction)
+                if use_recorded:
+                    voice = recorded[int(voice_rng.integers(len(recorded)))]
+                    utterance = recorded_voices.sample_utterance(text, voice, voice_rng)
+                    record.update(engine=voice.engine, voice=voice.label, **utterance.prosody())
+                    recorded_rows.append((len(records), utterance))
+                else:
+                    voice = espeak_voices[int(voice_rng.integers(len(espeak_voices)))]
+                    rate, pitch = speech.sample_prosody(voice_rng)
+                    raw = synthesizer.speak(speech.Utterance(text, voice, rate, pitch),
+                                            seed=int(voice_rng.integers(2**31)))
+                    espeak_waves[len(records)] = speech.resample_to_16k(raw, synthesizer.sample_rate)
+                    record.update(engine="espeak-ng", voice=voice.name, rate=rate, pitch=pitch)
+                records.append(record)
+    waves = dict(espeak_waves)
+    if recorded_rows:
+        spoken = recorded_voices.synthesize([u for _, u in recorded_rows])
+        waves.update({row: audio for (row, _), audio in zip(recorded_rows, spoken, strict=True)})
+    for row, record in enumerate(records):
+        audio = waves[row]
+        atomic_write_bytes(root / record["audio"], speech.wav_bytes(audio))
+        record["duration_s"] = round(audio.size / speech.OUTPUT_RATE, 4)
     return class_name, records
+
+
+def _caption_record(key: str, split: str, shape_class, image_path: str, text: str, template: int, spec) -> dict:
+    return {
+        "key": key,
+        "split": split,
+        "class": shape_class.name,
+        "class_id": shape_class.class_id,
+        "image": image_path,
+        "text": text,
+        "template": template,
+        "colour": spec.colour,
+        "shape": spec.shape,
+        "size": spec.size,
+        "background": spec.background,
+        "attributes": vocabulary.attribute_labels(spec.colour, spec.shape, spec.size, spec.background),
+        "geometry": {
+            "hue": round(spec.hue, 3),
+            "saturation": round(spec.saturation, 4),
+            "value": round(spec.value, 4),
+            "scale": round(spec.scale, 4),
+            "rotation": round(spec.rotation, 3),
+            "cx": round(spec.cx, 4),
+            "cy": round(spec.cy, 4),
+            "background_level": spec.background_level,
+        },
+    }
 
 
 def _write_index(root: Path, config: ShapesConfig, records: list[dict]) -> None:
@@ -240,8 +277,15 @@ def dataset_metadata(config: ShapesConfig, records: list[dict]) -> dict:
             },
             "rate_wpm": list(speech.RATE_RANGE),
             "pitch": list(speech.PITCH_RANGE),
+            "duration_stretch": list(recorded_voices.STRETCH_RANGE),
+            "f0_mean_hz": list(recorded_voices.F0_RANGE),
         },
-        "voices": {"train": [v.name for v in speech.TRAIN_VOICES], "test": [v.name for v in speech.TEST_VOICES]},
+        "voices": {
+            "train": [v.name for v in speech.TRAIN_VOICES] + [v.label for v in recorded_voices.TRAIN_VOICES],
+            "test": [v.name for v in speech.TEST_VOICES] + [v.label for v in recorded_voices.TEST_VOICES],
+        },
+        "engines": {split: {engine: sum(1 for r in records if r["split"] == split and r["engine"] == engine)
+                            for engine in ("espeak-ng", "flite", "festival")} for split in ("train", "test")},
         "templates": list(captions.TEMPLATES),
         "synonyms": {
             "size": captions.SIZE_WORDS,
@@ -262,8 +306,9 @@ def dataset_card(meta: dict) -> str:
         "",
         "Synthetic speech-to-image data generated by `s2i-train data shapes` "
         f"(generator version {meta['generator_version']}). Images are drawn with pillow; captions are spoken by",
-        "espeak-ng (through espeakng-loader) and resampled to 16 kHz. The text in `captions.jsonl` is for humans",
-        "and evaluation only: no model reads it.",
+        "espeak-ng (through espeakng-loader) or by flite and festival voices built from recordings of real",
+        "speakers, and resampled to 16 kHz. The text in `captions.jsonl` is for humans and evaluation only: no",
+        "model reads it.",
         "",
         "## This copy",
         "",
@@ -275,8 +320,10 @@ def dataset_card(meta: dict) -> str:
         f"- test: {counts['classes']['test']} classes, {counts['images']['test']} images, "
         f"{counts['captions']['test']} captions",
         f"- audio: {audio['format']}, {audio['sample_rate']} Hz, duration {audio['duration_s']['min']:.2f}-"
-        f"{audio['duration_s']['max']:.2f} s (mean {audio['duration_s']['mean']:.2f} s); speaking rate "
-        f"{audio['rate_wpm'][0]}-{audio['rate_wpm'][1]} words/min, pitch {audio['pitch'][0]}-{audio['pitch'][1]}",
+        f"{audio['duration_s']['max']:.2f} s (mean {audio['duration_s']['mean']:.2f} s); espeak-ng speaking rate "
+        f"{audio['rate_wpm'][0]}-{audio['rate_wpm'][1]} words/min, pitch {audio['pitch'][0]}-{audio['pitch'][1]};"
+        f" recorded voices' duration stretch {audio['duration_stretch'][0]}-{audio['duration_stretch'][1]},"
+        f" mean F0 {audio['f0_mean_hz'][0]:g}-{audio['f0_mean_hz'][1]:g} Hz where the voice takes one",
         "",
         f"The default size ({DEFAULT_IMAGES_PER_CLASS} images per class x {DEFAULT_CAPTIONS_PER_IMAGE} captions, "
         f"{DEFAULT_IMAGE_SIZE} px) is what the default model is trained on; calibration trained a 64x64 generator",
@@ -303,11 +350,13 @@ def dataset_card(meta: dict) -> str:
         "",
         ", ".join(f"`{c}`" for c in vocab["test_classes"]),
         "",
-        "Test captions are spoken only by held-out voices.",
+        "Test captions are spoken only by held-out voices: each once by an espeak-ng voice and once more, the",
+        "same text, by a voice built from recordings (caption indices after the espeak-ng ones).",
         "",
         "## Voices",
         "",
-        f"- train ({len(meta['voices']['train'])}): {voice_list(meta['voices']['train'])}",
+        f"- train ({len(meta['voices']['train'])}; {config['recorded_fraction']:.0%} of captions by the recorded"
+        f" ones): {voice_list(meta['voices']['train'])}",
         f"- test only ({len(meta['voices']['test'])}): {voice_list(meta['voices']['test'])}",
         "",
         "## Caption templates",

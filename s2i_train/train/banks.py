@@ -145,6 +145,12 @@ class CaptionBank:
     def __len__(self) -> int:
         return len(self.records)
 
+    def subset(self, rows: torch.Tensor) -> CaptionBank:
+        """The captions at `rows` (sharing this bank's frames)."""
+        return CaptionBank(self.frames, self.offsets[rows], self.lengths[rows], self.image_index[rows],
+                           self.attributes[rows], self.class_ids[rows], [self.records[i] for i in rows.tolist()],
+                           self.pad_value, self.min_frames, self.spoken[rows])
+
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """(mel (B, n_mels, T) float32 padded with the pad value to the longest in the batch and at least
         min_frames; lengths (B,) long)."""
@@ -218,6 +224,43 @@ def load_caption_bank(
     spoken[:, ATTRIBUTES.index("background")] = torch.tensor([names_background(r["text"]) for r in records])
     return CaptionBank(cached["frames"], offsets, lengths, image_index, attributes, class_ids, records,
                        spec.pad_value, spec.min_frames, spoken)
+
+
+@dataclass
+class WaveBank:
+    """Every caption's waveform of a split, in the caption bank's order (int16, one after another), so a
+    training step can augment the sound itself rather than its features."""
+
+    samples: torch.Tensor  # (sum of lengths,) int16
+    offsets: torch.Tensor  # (N,) long
+    lengths: torch.Tensor  # (N,) long, samples
+    sample_rate: int
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def wave(self, index: int) -> np.ndarray:
+        start, length = int(self.offsets[index]), int(self.lengths[index])
+        return self.samples[start : start + length].numpy().astype(np.float32) / 32768.0
+
+
+def load_wave_bank(root: str | Path, split: str, spec: FrontendSpec = FrontendSpec(),
+                   run_dir: Path | None = None) -> WaveBank:
+    root = Path(root)
+    records = [r for r in read_records(root) if r["split"] == split]
+    if not records:
+        raise InputError(f"{root}: no {split} captions")
+
+    def build():
+        waves = [load_audio(root / r["audio"], target_rate=spec.sample_rate,
+                            max_seconds=spec.max_frames * spec.hop_length / spec.sample_rate) for r in records]
+        pcm = [np.clip(np.rint(w * 32768.0), -32768, 32767).astype(np.int16) for w in waves]
+        return {"samples": torch.from_numpy(np.concatenate(pcm)),
+                "lengths": torch.tensor([len(w) for w in pcm], dtype=torch.long)}
+
+    cached = _cached(run_dir, f"waves-{split}-{_fingerprint(root, str(spec.sample_rate))}", build)
+    lengths = cached["lengths"]
+    return WaveBank(cached["samples"], torch.cumsum(lengths, 0) - lengths, lengths, spec.sample_rate)
 
 
 @torch.no_grad()

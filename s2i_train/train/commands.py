@@ -114,6 +114,26 @@ def register_train_commands(app: typer.Typer) -> None:
             for line in summary_lines(result):
                 typer.echo(line)
 
+    @app.command(name="silhouette-judge")
+    def silhouette_judge_command(
+        run: Path = typer.Option(..., "--run", help="Run directory (its config names the dataset)."),
+        data: Optional[Path] = DataOption,  # noqa: UP045
+        steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps (default 1200)."),  # noqa: UP045
+        json_output: bool = JsonOption,
+    ) -> None:
+        """Train the second shape reader: a CNN that sees only the figure's silhouette (real images only)."""
+        from ..silhouette import SilhouetteConfig, train_silhouette_judge
+        from .config import load_run_config
+
+        root = data if data is not None else Path(load_run_config(run).data.root)
+        config = SilhouetteConfig(steps=steps) if steps else SilhouetteConfig()
+        summary = train_silhouette_judge(run, root, config, progress=not json_output)
+        if json_output:
+            typer.echo(json.dumps(summary, sort_keys=True))
+        else:
+            typer.echo(f"silhouette-judge: real test images shape {summary['real_test']['shape']:.3f}, "
+                       f"size {summary['real_test']['size']:.3f} in {summary['seconds']:.1f} s, saved in {run}")
+
     @app.command(name="diversity-factors")
     def diversity_factors_command(
         run: Path = typer.Option(..., "--run", help="Run directory with a trained judge."),

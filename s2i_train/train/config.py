@@ -22,6 +22,7 @@ from s2i_runtime.fsutil import atomic_write_text
 from ..models import GeneratorConfig, SpeechEncoderConfig
 from .augment import SpecAugmentConfig
 from .precision import check_precision
+from .wave_augment import WaveAugmentConfig
 
 CONFIG_FILE = "config.toml"
 
@@ -136,6 +137,9 @@ class EncoderTrainConfig:
     # 0.67 of the held-out captions that name it) and guesses the unsaid one from the voice. 0 = off.
     background_weight: float = 0.0
     augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
+    # Augmentation of the sound itself (speed, room, noise, telephone, gain, silence), drawn afresh every step;
+    # when on, each step computes its features from the augmented waves instead of the cached features.
+    wave_augment: WaveAugmentConfig = dataclasses.field(default_factory=WaveAugmentConfig)
     model: SpeechEncoderConfig = dataclasses.field(default_factory=SpeechEncoderConfig)
 
 
@@ -213,6 +217,9 @@ class EvalConfig:
     max_captions: int = 0  # 0 = every test utterance
     batch_size: int = 64
     grid_rows: int = 8
+    # The table by voice and condition: test captions per (voice group, condition) cell (0 = all), samples each.
+    condition_captions: int = 480
+    condition_images_per_caption: int = 2
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,15 +32,17 @@ from ..checkpoint import (
     save_module,
 )
 from ..data import vocabulary
+from ..frontend import logmel_torch
 from ..metrics import retrieval_scores
 from ..models import FeatureWhitening, build_speech_encoder
 from . import distributed
 from .augment import spec_augment
-from .banks import ATTRIBUTES, load_caption_bank, load_image_bank
+from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .loop import StepSampler
 from .precision import backward
+from .wave_augment import augment as augment_wave
 
 OBJECTIVES = ("teacher_student", "classifier", "sen")
 TEACHER_TARGETS = ("image", "spoken_mean")
@@ -145,6 +148,7 @@ class EncoderStage:
                 self.whitening = FeatureWhitening.fit(self.targets, images.class_ids, cfg.teacher_whiten_shrink)
                 self.targets = self.whitening(self.targets)
         self.captions = load_caption_bank(root, "train", images, run_dir=run_dir)
+        self.waves = load_wave_bank(root, "train", run_dir=run_dir) if cfg.wave_augment.enabled else None
         self.class_targets = train_class_targets(self.captions.class_ids)
         # Indexed by caption from here on, so a step gathers its targets the same way whichever target is chosen.
         if self.targets is not None:
@@ -179,7 +183,7 @@ class EncoderStage:
 
     def train_step(self, step: int) -> dict[str, float]:
         idx = torch.tensor(self.sampler.indices(step))
-        mel, lengths = self.captions.batch(idx)
+        mel, lengths = self.augmented_batch(idx, step) if self.waves is not None else self.captions.batch(idx)
         if self.cfg.augment.enabled:
             masks = torch.Generator().manual_seed((self.config.run.seed * 1_000_003 + step) * 64 + distributed.rank())
             mel = spec_augment(mel, lengths, self.cfg.augment, self.captions.pad_value, masks)
@@ -221,6 +225,22 @@ class EncoderStage:
         backward(loss)
         self.opt.step()
         return {"loss": loss.item(), **{k: float(v) for k, v in figures.items()}}
+
+    def augmented_batch(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of the step's captions after waveform augmentation; every draw depends only on (seed, step,
+        rank), so a resumed run sees the same sounds."""
+        rng = np.random.default_rng([self.config.run.seed, step, distributed.rank(), 17])
+        bank = self.waves
+
+        def babble_voice(r: np.random.Generator) -> np.ndarray:
+            return bank.wave(int(r.integers(len(bank))))
+
+        waves = [augment_wave(bank.wave(int(i)), self.cfg.wave_augment, rng, babble_voice) for i in idx.tolist()]
+        longest = max(len(w) for w in waves)
+        batch = torch.zeros(len(waves), longest, dtype=torch.float32)
+        for row, wave in enumerate(waves):
+            batch[row, : len(wave)] = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        return logmel_torch(batch, torch.tensor([len(w) for w in waves]))
 
     def synced_modules(self) -> list:
         """Modules every rank must hold identically (checked at the end of a multi-process run)."""

@@ -1,0 +1,135 @@
+"""The evaluation table by voice and acoustic condition: what the model draws for held-out captions spoken by
+held-out espeak-ng voices and by held-out voices built from recordings, each heard clean, in a noisy room and
+over a telephone line.
+
+Each cell reads the drawn images with the judge (colour, shape, size) and, where the run has one, with the
+silhouette judge (shape from the figure's outline alone). Conditions are drawn from fixed seeds (the caption's
+row), so runs and bundles compare cell by cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .train.banks import ATTRIBUTES
+from .train.wave_augment import CONDITIONS, condition
+
+# Which held-out voices a caption was spoken by. Datasets from before the recorded voices have no `engine`.
+VOICE_GROUPS: dict[str, Callable[[dict], bool]] = {
+    "espeak": lambda record: record.get("engine", "espeak-ng") == "espeak-ng",
+    "recorded": lambda record: record.get("engine", "espeak-ng") != "espeak-ng",
+}
+# Judge disagreement on shape above this means the images are ambiguous, not that one judge is wrong.
+JUDGE_DISAGREEMENT = 0.1
+
+EmbedWaves = Callable[[list[np.ndarray]], torch.Tensor]
+DrawImages = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ReadImages = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+def cell_captions(records: list[dict], group: str, limit: int, seed: int) -> torch.Tensor:
+    """Rows of the test captions in one voice group, at most `limit` of them, picked by `seed` alone."""
+    rows = torch.tensor([i for i, r in enumerate(records) if VOICE_GROUPS[group](r)], dtype=torch.long)
+    if limit and len(rows) > limit:
+        pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:limit]
+        rows = rows[pick.sort().values]
+    return rows
+
+
+def condition_table(
+    records: list[dict],
+    attributes: torch.Tensor,
+    load_wave: Callable[[int], np.ndarray],
+    babble: Callable[[np.random.Generator], np.ndarray] | None,
+    embed: EmbedWaves,
+    draw: DrawImages | None,
+    z_dim: int,
+    ca_dim: int,
+    read: ReadImages,
+    *,
+    probe: ReadImages | None = None,
+    images_per_caption: int = 2,
+    limit: int = 480,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """{group: {condition: cell}}, a cell holding the judges' accuracies on the images drawn for its captions
+    and, with `probe`, what a linear read-out of the speech embeddings gets right (the encoder's share).
+
+    `read(images)` returns probabilities per attribute name (the judge's, and `silhouette_shape` where there
+    is a second reader); `probe(embeddings)` likewise for colour, shape and size. Without `draw` only the probe
+    is read.
+    """
+    table: dict[str, Any] = {}
+    for group in VOICE_GROUPS:
+        rows = cell_captions(records, group, limit, seed)
+        if len(rows) == 0:
+            continue
+        table[group] = {}
+        for name in CONDITIONS:
+            if progress is not None:
+                progress(f"{group} voices, {name}")
+            waves = [condition(name, load_wave(int(row)), seed=seed * 1_000_003 + int(row), babble_pool=babble)
+                     for row in rows.tolist()]
+            embeddings = torch.cat([embed(waves[start : start + batch_size])
+                                    for start in range(0, len(waves), batch_size)])
+            cell: dict[str, Any] = {"captions": len(rows)}
+            if probe is not None:
+                cell["probe"] = {attr: float((probs.argmax(1) == attributes[rows, ATTRIBUTES.index(attr)])
+                                             .float().mean()) for attr, probs in probe(embeddings).items()}
+            if draw is not None:
+                cell.update(_read_cell(embeddings, attributes[rows], draw, z_dim, ca_dim, read,
+                                       images_per_caption, seed, batch_size))
+            table[group][name] = cell
+    return table
+
+
+@torch.no_grad()
+def _read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, batch_size: int) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    hits: dict[str, list[torch.Tensor]] = {}
+    per_batch = max(1, batch_size // k)
+    for start in range(0, len(embeddings), per_batch):
+        emb = embeddings[start : start + per_batch].repeat_interleave(k, 0)
+        asked = labels[start : start + per_batch].repeat_interleave(k, 0)
+        z = torch.randn(len(emb), z_dim, generator=gen)
+        eps = torch.randn(len(emb), ca_dim, generator=gen)
+        for name, probs in read(draw(emb, z, eps)).items():
+            column = ATTRIBUTES.index("shape" if name == "silhouette_shape" else name)
+            hits.setdefault(name, []).append(probs.argmax(1) == asked[:, column])
+    cell: dict[str, Any] = {"images_per_caption": k}
+    cell.update({name: float(torch.cat(h).float().mean()) for name, h in hits.items()})
+    both = {"colour", "shape", "size"} <= set(hits)
+    if both:
+        cell["all_three"] = float(torch.stack([torch.cat(hits[a]) for a in ("colour", "shape", "size")])
+                                  .all(0).float().mean())
+    if "silhouette_shape" in cell and "shape" in cell:
+        cell["shape_judges_disagree"] = abs(cell["shape"] - cell["silhouette_shape"]) > JUDGE_DISAGREEMENT
+    return cell
+
+
+def table_lines(table: dict[str, Any]) -> list[str]:
+    """The table as text: per voice group a row of judge colour / shape / size (silhouette shape) per condition,
+    and a row of what the linear probe reads from the embeddings."""
+    lines = ["voices          " + "".join(f"{name:>26}" for name in CONDITIONS)]
+    for group, cells in table.items():
+        judged, probed = f"{group:<16}", f"{group + ' probe':<16}"
+        for name in CONDITIONS:
+            cell = cells.get(name, {})
+            text = "-"
+            if "colour" in cell:
+                text = "/".join(f"{cell[a]:.2f}" for a in ("colour", "shape", "size"))
+                if "silhouette_shape" in cell:
+                    text += f" ({cell['silhouette_shape']:.2f})" + ("!" if cell.get("shape_judges_disagree") else "")
+            judged += f"{text:>26}"
+            probe = cell.get("probe")
+            probed += f"{'/'.join(f'{probe[a]:.2f}' for a in ('colour', 'shape', 'size')) if probe else '-':>26}"
+        lines += [judged, probed] if any("colour" in c for c in cells.values()) else [probed]
+    lines.append("judge's colour/shape/size of the drawn images (the silhouette judge's shape; ! = the two differ by"
+                 f" more than {JUDGE_DISAGREEMENT}); probe = linear read-out of the speech embeddings")
+    return lines
