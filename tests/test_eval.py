@@ -73,3 +73,20 @@ def test_linear_probe_is_deterministic():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(100, 8)), rng.integers(0, 3, 100)
     assert linear_probe_accuracy(x, y, x, y) == linear_probe_accuracy(x, y, x, y)
+
+
+def test_condition_cells_pick_voice_groups_by_seed_alone():
+    from s2i_train.eval_conditions import cell_captions, table_lines
+
+    records = [{"engine": "espeak-ng"}, {"engine": "flite"}, {}, {"engine": "festival"}] * 10
+    espeak = cell_captions(records, "espeak", 0, seed=0)
+    recorded = cell_captions(records, "recorded", 0, seed=0)
+    # A record without an engine predates the recorded voices: espeak-ng.
+    assert len(espeak) == 20 and len(recorded) == 20 and set(espeak.tolist()).isdisjoint(recorded.tolist())
+    picked = cell_captions(records, "recorded", 5, seed=3)
+    assert len(picked) == 5 and set(picked.tolist()) <= set(recorded.tolist())
+    assert picked.tolist() == sorted(picked.tolist()) and picked.equal(cell_captions(records, "recorded", 5, seed=3))
+    cell = {"captions": 5, "colour": 1.0, "shape": 0.5, "size": 1.0, "silhouette_shape": 0.75,
+            "shape_judges_disagree": True, "probe": {"colour": 1.0, "shape": 0.8, "size": 1.0}}
+    lines = table_lines({"recorded": {"clean": cell}})
+    assert "1.00/0.50/1.00 (0.75)!" in lines[1] and "1.00/0.80/1.00" in lines[2] and lines[1].count("-") == 2
