@@ -118,7 +118,9 @@ def register_train_commands(app: typer.Typer) -> None:
     def silhouette_judge_command(
         run: Path = typer.Option(..., "--run", help="Run directory (its config names the dataset)."),
         data: Optional[Path] = DataOption,  # noqa: UP045
-        steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps (default 1200)."),  # noqa: UP045
+        steps: Optional[int] = typer.Option(  # noqa: UP045
+            None, "--steps", min=1, help="Training steps (default: the built-in schedule)."
+        ),
         json_output: bool = JsonOption,
     ) -> None:
         """Train the second shape reader: a CNN that sees only the figure's silhouette (real images only)."""
