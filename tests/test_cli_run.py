@@ -14,12 +14,22 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def s2i_run(*args, cwd=None):
+def s2i_run(*args, cwd=None, stdin=None, memory_mb=8192):
+    """The CLI in a fresh interpreter; its address space is capped so a memory bomb fails fast instead of
+    taking the machine down."""
     return subprocess.run(
         [sys.executable, "-c", "from s2i_runtime.cli import main; main()", *map(str, args)],
-        capture_output=True, text=True, timeout=120, cwd=cwd,
+        capture_output=True, text=True, timeout=120, cwd=cwd, stdin=stdin,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        preexec_fn=lambda: cap_memory(memory_mb),
     )
+
+
+def cap_memory(megabytes: int) -> None:
+    import resource
+
+    limit = megabytes * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def one_error_line(done):
