@@ -13,7 +13,7 @@ import pytest
 from bundle_factory import make_bundle, tiny_bundle, tone, tone_wavs, write_wav  # noqa: F401 - fixtures
 from PIL import Image
 from test_audio import wav_bytes
-from test_cli_run import cap_memory, one_error_line, s2i_run
+from test_cli_run import cap_memory, one_error_line, run_cli, s2i_run
 
 from s2i_runtime import Pipeline, S2IError
 from s2i_runtime.audio import load_audio
@@ -53,14 +53,15 @@ def test_too_short_input_costs_the_others_nothing(pipe, tone_wavs, tmp_path):  #
         pipe.generate([np.zeros(100, np.float32)])
 
 
-def test_cli_too_short_input_one_line_and_the_good_input_still_written(tiny_bundle, tone_wavs, tmp_path):  # noqa: F811
+def test_cli_too_short_input_one_line_and_the_good_input_still_written(tiny_bundle, tone_wavs, tmp_path,  # noqa: F811
+                                                                       capsys):
     short = _samples_wav(tmp_path / "short.wav", 5, 192000)
     out = tmp_path / "out"
-    done = s2i_run("infer", tone_wavs[0], short, tone_wavs[1], "--bundle", tiny_bundle, "--out", out)
+    done = run_cli(capsys, "infer", tone_wavs[0], short, tone_wavs[1], "--bundle", tiny_bundle, "--out", out)
     assert done.returncode == 2
     assert "short.wav" in one_error_line(done) and "too short" in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["tone0_0.png", "tone1_0.png"]
-    done = s2i_run("interpolate", tone_wavs[0], short, "--bundle", tiny_bundle, "--out", tmp_path / "s.png")
+    done = run_cli(capsys, "interpolate", tone_wavs[0], short, "--bundle", tiny_bundle, "--out", tmp_path / "s.png")
     assert done.returncode == 2 and "too short" in one_error_line(done)
     assert not (tmp_path / "s.png").exists()
 
@@ -81,60 +82,56 @@ def sparse_wav(path: Path, seconds: float, rate: int = 192000, channels: int = 8
     """A WAV of silence, as big as it says, without using the disk (a sparse file)."""
     data = int(seconds * rate) * channels * bits // 8
     with open(path, "wb") as handle:
-        handle.write(wav_header(channels, rate, bits, data if declared is None else declared, tag=3))
+        handle.write(wav_header(channels, rate, bits, data if declared is None else declared,
+                                tag=3 if bits == 64 else 1))
         handle.truncate(handle.tell() + data)
     return path
 
 
-def peak_rss_mb(code: str) -> tuple[float, str]:
-    """Run `code` in a fresh interpreter; its peak resident memory in MB and its stdout."""
-    script = f"{code}\nimport resource\nprint('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=lambda: cap_memory(2048))
-    assert done.returncode == 0, done.stderr
-    *rest, last = done.stdout.strip().splitlines()
-    return float(last.split()[1]), "\n".join(rest)
-
-
-LOAD = """
+PEAK_SCRIPT = """
+import resource, sys
 from s2i_runtime.audio import load_audio
 from s2i_runtime.errors import InputError
-try:
-    print(load_audio({path!r}).size)
-except InputError as exc:
-    print('InputError', exc)
+for path in sys.argv[1:]:
+    try:
+        result = str(load_audio(path).size)
+    except InputError as exc:
+        result = 'InputError ' + str(exc)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, result, flush=True)
 """
 
 
-def test_declared_length_is_checked_before_the_data_is_read(tmp_path):
-    baseline, _ = peak_rss_mb(LOAD.format(path=str(_samples_wav(tmp_path / "a.wav", 1600, 16000))))
+def load_in_fresh_process(*paths) -> list[tuple[float, str]]:
+    """load_audio on each path in turn, in one fresh interpreter capped at 2 GB of address space: per path,
+    the process's peak resident memory so far (MB) and the result (sample count or the error)."""
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, *map(str, paths)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          preexec_fn=lambda: cap_memory(2048))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    return [(float(line.split(" ", 1)[0]), line.split(" ", 1)[1]) for line in lines]
+
+
+def test_memory_stays_bounded_on_bomb_files(tmp_path):
+    """Smallest first, so each peak is the growth that file caused (ru_maxrss only ever grows)."""
+    small = _samples_wav(tmp_path / "a.wav", 1600, 16000)
     ten_minutes = sparse_wav(tmp_path / "ten_minutes.wav", 600)  # 7.4 GB declared, float64, 8 channels
-    peak, out = peak_rss_mb(LOAD.format(path=str(ten_minutes)))
-    assert out.startswith("InputError") and "more than the maximum of 30 s" in out
-    assert peak - baseline < 50, (baseline, peak)
-
-
-def test_largest_accepted_input_reads_in_bounded_memory(tmp_path):
-    baseline, _ = peak_rss_mb(LOAD.format(path=str(_samples_wav(tmp_path / "a.wav", 1600, 16000))))
-    biggest = sparse_wav(tmp_path / "biggest.wav", 29.9)  # 367 MB on disk (sparse), accepted
-    peak, out = peak_rss_mb(LOAD.format(path=str(biggest)))
-    assert out == str(round(29.9 * 16000))
+    biggest = sparse_wav(tmp_path / "biggest.wav", 29.9)  # 367 MB (sparse on disk), accepted
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)  # open() would block forever without a writer
+    (base, _), (bomb, refused), (dev, dev_zero), (pipe, piped), (peak, accepted) = load_in_fresh_process(
+        small, ten_minutes, "/dev/zero", fifo, biggest)
+    assert "more than the maximum of 30 s" in refused and bomb - base < 50, (base, bomb)
+    assert dev_zero == "InputError /dev/zero: not a regular file" and dev - base < 50
+    assert piped == f"InputError {fifo}: not a regular file" and pipe - base < 50
     # mono float32 at 192 kHz is 23 MB; the file is read block by block, never whole
-    assert peak - baseline < 150, (baseline, peak)
+    assert accepted == str(round(29.9 * 16000)) and peak - base < 150, (base, peak)
 
 
 def test_streaming_size_wav_stops_at_the_limit(tmp_path):
     path = sparse_wav(tmp_path / "stream.wav", 60, channels=1, bits=16, declared=0xFFFFFFFF)
     with pytest.raises(InputError, match="more than the maximum of 30 s"):
         load_audio(path)
-
-
-def test_devices_and_pipes_are_refused_without_reading(tmp_path):
-    fifo = tmp_path / "pipe.wav"
-    os.mkfifo(fifo)  # open() would block forever without a writer
-    for path in ("/dev/zero", fifo):
-        _, out = peak_rss_mb(LOAD.format(path=str(path)))
-        assert out == f"InputError {path}: not a regular file"
 
 
 def test_cli_dev_zero_is_one_line(tiny_bundle, tone_wavs, tmp_path):  # noqa: F811
@@ -147,18 +144,18 @@ def test_cli_dev_zero_is_one_line(tiny_bundle, tone_wavs, tmp_path):  # noqa: F8
 
 
 @pytest.mark.parametrize("case", ["file", "under_file", "proc", "sys"])
-def test_bad_output_location_is_one_line_before_loading(case, tone_wavs, tmp_path):  # noqa: F811
+def test_bad_output_location_is_one_line_before_loading(case, tone_wavs, tmp_path, capsys):  # noqa: F811
     a_file = tmp_path / "afile"
     a_file.write_text("x")
     out = {"file": a_file, "under_file": a_file / "sub", "proc": Path("/proc/x"), "sys": Path("/sys/kernel")}[case]
     if case == "sys" and not Path("/sys/kernel").is_dir():
         pytest.skip("no /sys/kernel here")
     # the bundle does not exist: the output location must be refused first, without loading anything
-    done = s2i_run("infer", tone_wavs[0], "--bundle", tmp_path / "no-bundle", "--out", out)
+    done = run_cli(capsys, "infer", tone_wavs[0], "--bundle", tmp_path / "no-bundle", "--out", out)
     assert done.returncode == 2
     line = one_error_line(done)
     assert str(out) in line and "bundle" not in line
-    strip = s2i_run("interpolate", tone_wavs[0], tone_wavs[1], "--bundle", tmp_path / "no-bundle",
+    strip = run_cli(capsys, "interpolate", tone_wavs[0], tone_wavs[1], "--bundle", tmp_path / "no-bundle",
                     "--out", out / "strip.png" if case != "file" else a_file)
     assert strip.returncode == 2 and "bundle" not in one_error_line(strip)
 
@@ -174,8 +171,9 @@ def test_bad_output_location_is_one_line_before_loading(case, tone_wavs, tmp_pat
     (["infer", "x.wav", "--num-images", "0"], "--num-images"),
     (["infer", "x.wav", "--seed", "-1"], "seed"),
 ])
-def test_options_out_of_range_are_one_line(args, message, tmp_path):
-    done = s2i_run(*args, "--out", tmp_path / ("o.png" if args[0] == "interpolate" else "o"), cwd=tmp_path)
+def test_options_out_of_range_are_one_line(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = run_cli(capsys, *args, "--out", tmp_path / ("o.png" if args[0] == "interpolate" else "o"))
     assert done.returncode == 2
     assert message in one_error_line(done)
 
@@ -212,22 +210,21 @@ def test_batching_changes_a_pixel_by_at_most_one_level():
     a pixel by at most one level of 255, never more."""
     inputs = sorted(str(p) for p in EXAMPLES.glob("*.wav")) * 2
     arrays = {}
-    for batch_size in (1, 3, 6):
+    for batch_size in (1, 6):
         with Pipeline.load(None, backend="onnxruntime", device="cpu", batch_size=batch_size, threads=1) as p:
             arrays[batch_size] = np.stack([np.asarray(im) for row in p.generate(inputs, seed=2, num_images=2)
                                            for im in row]).astype(np.int16)
-    for batch_size in (3, 6):
-        assert np.abs(arrays[batch_size] - arrays[1]).max() <= 1
+    assert np.abs(arrays[6] - arrays[1]).max() <= 1
 
 
 # -- 7. numpy warnings -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", ["huge_float64", "inf_stereo", "nan_mono"])
-def test_rejected_extreme_samples_raise_no_warnings(case, tiny_bundle, tone_wavs, tmp_path):  # noqa: F811
+def test_rejected_extreme_samples_raise_no_warnings(case, tiny_bundle, tone_wavs, tmp_path, capsys):  # noqa: F811
     samples = tone(0.2, 440.0)
     if case == "huge_float64":
-        data = wav_bytes(samples * 1e300, 16000, bits=64, float_format=True)
+        data = wav_bytes(samples.astype(np.float64) * 1e300, 16000, bits=64, float_format=True)
     elif case == "inf_stereo":
         stereo = np.stack([samples, samples], axis=1)
         stereo[10] = [np.inf, -np.inf]
@@ -241,17 +238,19 @@ def test_rejected_extreme_samples_raise_no_warnings(case, tiny_bundle, tone_wavs
             load_audio(data)
     path = tmp_path / f"{case}.wav"
     path.write_bytes(data)
-    done = s2i_run("infer", path, tone_wavs[0], "--bundle", tiny_bundle, "--out", tmp_path / "out")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        done = run_cli(capsys, "infer", path, tone_wavs[0], "--bundle", tiny_bundle, "--out", tmp_path / "out")
     assert done.returncode == 2 and case in one_error_line(done)
 
 
 # -- 8. smaller things ---------------------------------------------------------------------------------------
 
 
-def test_info_on_a_missing_bundle_exits_2(tmp_path):
-    done = s2i_run("info", "--bundle", tmp_path / "nowhere")
+def test_info_on_a_missing_bundle_exits_2(tmp_path, capsys):
+    done = run_cli(capsys, "info", "--bundle", tmp_path / "nowhere")
     assert done.returncode == 2 and "bundle directory does not exist" in one_error_line(done)
-    done = s2i_run("info", "--bundle", tmp_path / "nowhere", "--json")
+    done = run_cli(capsys, "info", "--bundle", tmp_path / "nowhere", "--json")
     assert done.returncode == 2 and json.loads(done.stdout)["bundle_info"]["ok"] is False
 
 
@@ -289,36 +288,36 @@ def test_closed_pipeline_says_so(tiny_bundle, tone_wavs):  # noqa: F811
         p.interpolate(tone_wavs[0], tone_wavs[1])
 
 
-def test_stdin_as_input(tiny_bundle, tone_wavs, tmp_path):  # noqa: F811
+def test_stdin_as_input(tiny_bundle, tone_wavs, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "out"
     with open(tone_wavs[0], "rb") as stdin:
         done = s2i_run("infer", "-", "--bundle", tiny_bundle, "--out", out, stdin=stdin)
     assert done.returncode == 0, done.stderr
-    from_file = s2i_run("infer", tone_wavs[0], "--bundle", tiny_bundle, "--out", tmp_path / "ref")
+    from_file = run_cli(capsys, "infer", tone_wavs[0], "--bundle", tiny_bundle, "--out", tmp_path / "ref")
     assert from_file.returncode == 0
     assert np.array_equal(np.asarray(Image.open(out / "stdin_0.png")),
                           np.asarray(Image.open(tmp_path / "ref" / "tone0_0.png")))
-    twice = s2i_run("infer", "-", "-", "--bundle", tiny_bundle, "--out", out)
+    twice = run_cli(capsys, "infer", "-", "-", "--bundle", tiny_bundle, "--out", out)
     assert twice.returncode == 2 and "stdin" in one_error_line(twice)
 
 
-def test_version_help_and_info_text():
+def test_version_help_and_info_text(capsys):
     from s2i_runtime import __version__
 
-    done = s2i_run("--version")
+    done = run_cli(capsys, "--version")
     assert done.returncode == 0 and done.stdout.strip() == f"s2i-run {__version__}"
-    helped = s2i_run("infer", "--help")
+    helped = s2i_run("infer", "--help")  # a fresh interpreter: rich sizes its help to the real terminal
     assert helped.returncode == 0 and "s2i[audio]" in helped.stdout
-    info = s2i_run("info")
+    info = run_cli(capsys, "info")
     assert info.returncode == 0
     assert "64 classes" in info.stdout and "11 words" not in info.stdout
 
 
-def test_name_collision_under_json_is_one_line_and_a_json_error(tone_wavs, tmp_path):  # noqa: F811
+def test_name_collision_under_json_is_one_line_and_a_json_error(tone_wavs, tmp_path, capsys):  # noqa: F811
     other = tmp_path / "other"
     other.mkdir()
     twin = write_wav(other / Path(tone_wavs[0]).name, tone(0.5, 900.0))
-    done = s2i_run("infer", tone_wavs[0], twin, "--out", tmp_path / "out", "--json")
+    done = run_cli(capsys, "infer", tone_wavs[0], twin, "--out", tmp_path / "out", "--json")
     assert done.returncode == 2 and "would both be written" in one_error_line(done)
     assert "would both be written" in json.loads(done.stdout)["error"]
 
