@@ -8,9 +8,13 @@ memory stays bounded by the longest clip accepted.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -67,6 +71,9 @@ def load_audio(
         raise InputError(f"{label}: audio contains NaN or infinite samples")
     if rate != target_rate:
         samples = _resample(samples, rate, target_rate)
+        if not np.isfinite(samples).all():  # finite samples near float32's limit overflow the filter
+            peak = float(np.abs(samples[np.isfinite(samples)]).max(initial=0.0))
+            raise InputError(f"{label}: audio samples are too large to resample (peak about {peak:.3g})")
     if samples.size < min_samples:
         raise InputError(
             f"{label}: audio is too short ({samples.size} samples at {target_rate} Hz; at least {min_samples} "
@@ -139,6 +146,36 @@ def _decode_other(stream: BinaryIO, head: bytes, label: str, max_seconds: float 
         if len(data) > MAX_STREAM_BYTES:
             raise InputError(f"{label}: more than {MAX_STREAM_BYTES >> 20} MiB of non-WAV audio from a stream")
         stream = io.BytesIO(data)
+    with _silenced_stderr():
+        return _read_soundfile(soundfile, stream, label, max_seconds)
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _silenced_stderr() -> Iterator[None]:
+    """libsndfile's MP3 decoder (mpg123) prints resync notes for corrupt data straight to file descriptor 2,
+    several lines per input on top of our one error line. Point fd 2 at /dev/null meanwhile; the lock keeps
+    the decodes that do this one at a time, so the real stderr is always restored."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): nothing to protect
+            yield
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _read_soundfile(soundfile, stream: BinaryIO, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
     try:
         sound = soundfile.SoundFile(stream)
     except Exception:  # soundfile raises several types for undecodable data

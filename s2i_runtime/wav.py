@@ -57,19 +57,18 @@ class MonoBuffer:
             if self.max_frames is not None:  # bounded by the limit, so safe to allocate up front
                 self._out = np.empty(expected_frames, np.float32)
 
-    def refuse_if_too_long(self, frames: int) -> None:
+    def refuse_if_too_long(self, frames: int, *, total: bool = True) -> None:
+        """`frames` is the clip's length (`total`), or only as much as has been read so far."""
         if self.max_frames is not None and frames > self.max_frames:
-            raise InputError(
-                f"{self.label}: audio is {seconds_text(frames / self.rate)} long, more than the maximum of "
-                f"{seconds_text(self.max_seconds)}"
-            )
+            length = f"{seconds_text(frames / self.rate)} long, more than" if total else "longer than"
+            raise InputError(f"{self.label}: audio is {length} the maximum of {seconds_text(self.max_seconds)}")
 
     def add(self, block: np.ndarray) -> None:
         """`block` (frames, channels) float32; a non-finite channel makes its mono sample non-finite."""
         count = block.shape[0]
         if count == 0:
             return
-        self.refuse_if_too_long(self.frames + count)
+        self.refuse_if_too_long(self.frames + count, total=False)
         # inf - inf in a downmix is NaN, as it should be: the caller rejects non-finite audio, warning-free.
         with np.errstate(all="ignore"):
             mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float64)
