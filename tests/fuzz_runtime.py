@@ -20,6 +20,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"cli: batch from case {start} broke a property: {exc}") from None
                 totals.update({k: batch[k] for k in ("inputs", "errors", "stderr_lines")})
                 peaks.append(batch["peak_rss_mb"])
-                for message in batch["messages"]:  # the kind of error, without the file name
-                    messages[message.split(": ", 1)[-1].split(" (")[0][:60]] += 1
+                for message in batch["messages"]:  # the kind of error: no file name, no numbers
+                    kind = re.sub(r"\d+(\.\d+)?", "N", message.split(": ", 1)[-1].split(" (")[0])
+                    messages[kind[:60]] += 1
                 shutil.rmtree(folder)
             summary["cli"] = {
                 "seconds": round(time.perf_counter() - started, 1), "calls": len(peaks),
