@@ -1,7 +1,8 @@
 """Batching: length buckets for one call, and a dynamic batcher that merges concurrent callers' requests.
 
-Padding never changes an embedding (the encoder masks by `lengths`, padding-invariant within 1e-5), so
-grouping by length only saves work: similar lengths share a batch and pad little.
+Padding never changes an embedding beyond float noise (the encoder masks by `lengths`), so grouping by
+length only saves work: similar lengths share a batch and pad little. That float noise can still move a
+pixel by one level (noise.py, docs/runtime-limits.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The model bundle (DESIGN §3): a directory with s2i.json and the ONNX graphs. The one loader and writer.
 
 Export writes bundles with `write_manifest`; the runtime and every tool read them with `load_bundle`.
+s2i.json is checked against a strict schema and its own content hash (`manifest_schema.py`) before any
+of it is used.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ from typing import Any
 from .errors import BundleError
 from .frontend import FrontendSpec
 from .fsutil import atomic_write_text
+from .manifest_schema import (
+    FORMAT_VERSION,
+    HASH_FIELD,
+    MAX_MANIFEST_BYTES,
+    check_content_hash,
+    content_sha256,
+    parse_manifest,
+    validate_manifest,
+)
 
-FORMAT_VERSION = 1
 MANIFEST = "s2i.json"
 ENCODER_FILE = "encoder.onnx"
 GENERATOR_FILE = "generator.onnx"
@@ -86,26 +96,29 @@ def bundle_files(path: Path) -> list[str]:
 
 
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write s2i.json with the sha256 of every file now in the bundle; returns what was written."""
+    """Write s2i.json with the sha256 of every file now in the bundle and of its own content; returns what
+    was written. A manifest the runtime would refuse is refused here, before it is written."""
     path = Path(path)
-    data = dict(manifest)
+    data = {k: v for k, v in manifest.items() if k != HASH_FIELD}
     data["format_version"] = FORMAT_VERSION
     data["files"] = {name: sha256_file(path / name) for name in bundle_files(path)}
+    validate_manifest(data, f"{path / MANIFEST} (being written)")
+    data[HASH_FIELD] = content_sha256(data)
     atomic_write_text(path / MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return data
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest as parsed JSON (an object), not yet checked against the schema."""
     manifest_path = Path(path) / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a model bundle (no {MANIFEST})")
     try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
-    if not isinstance(data, dict):
-        raise BundleError(f"{manifest_path}: manifest is not a JSON object")
-    return data
+        with open(manifest_path, "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"{manifest_path}: unreadable manifest ({exc.strerror or exc})") from None
+    return parse_manifest(raw, str(manifest_path))
 
 
 def load_bundle(path: str | Path | None = None, verify_hashes: bool = True) -> Bundle:
@@ -121,25 +134,17 @@ def load_bundle(path: str | Path | None = None, verify_hashes: bool = True) -> B
     if not path.is_dir():
         raise BundleError(f"{path}: bundle directory does not exist")
     data = read_manifest(path)
-    where = path / MANIFEST
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{where}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+    where = str(path / MANIFEST)
+    validate_manifest(data, where)
+    if verify_hashes:
+        check_content_hash(data, where)
     try:
         frontend = FrontendSpec.from_dict(data["frontend"])
-        model = data["model"]
-        dims = ModelDims(
-            embedding_dim=int(model["embedding_dim"]),
-            z_dim=int(model["z_dim"]),
-            ca_dim=int(model["ca_dim"]),
-            image_sizes=tuple(int(s) for s in model["image_sizes"]),
-        )
-        files = dict(data["files"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{where}: missing or malformed field ({exc})") from None
-    for required in (ENCODER_FILE, GENERATOR_FILE):
-        if required not in files:
-            raise BundleError(f"{where}: does not list {required}")
+    except ValueError as exc:  # the schema's ranges leave only the spec's own cross-field rules
+        raise BundleError(f"{where}: frontend: {exc}") from None
+    model = data["model"]
+    dims = ModelDims(model["embedding_dim"], model["z_dim"], model["ca_dim"], tuple(model["image_sizes"]))
+    files = data["files"]
     for name, expected in files.items():
         file_path = path / name
         if not file_path.is_file():

@@ -1,16 +1,25 @@
-"""`s2i-run`: speech in, images out, on the lean runtime."""
+"""`s2i-run`: speech in, images out, on the lean runtime.
+
+Every option has a range (limits.py); what can be checked without the model is checked before it loads.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .cliutil import run_app
+from . import __version__
+from .cliutil import EXIT_USAGE, fail, run_app
+from .errors import S2IError
+from .limits import MAX_BATCH_SIZE, MAX_NUM_IMAGES, MAX_STEPS, MAX_THREADS
+from .noise import MAX_SEED
 
 app = typer.Typer(
     help="Turn spoken descriptions (WAV) into images with an exported s2i model bundle.",
@@ -23,34 +32,65 @@ app = typer.Typer(
 BundleOption = typer.Option(None, "--bundle", help="Model bundle directory (default: the shipped model).")
 BackendOption = typer.Option("auto", "--backend", help="auto | onnxruntime | tensorrt")
 DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda")
-ThreadsOption = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads (0 = all physical cores).")
-JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+ThreadsOption = typer.Option(0, "--threads", min=0, max=MAX_THREADS,
+                             help="ONNX Runtime intra-op threads (0 = all physical cores).")
+JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout (also on failure).")
+SeedOption = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Noise seed; the same seed gives the same pixels.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"s2i-run {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Turn spoken descriptions (WAV) into images with an exported s2i model bundle."""
+
+
+@contextlib.contextmanager
+def _json_errors(enabled: bool) -> Iterator[None]:
+    """Under --json a failure is still one JSON object on stdout (the error line goes to stderr as always)."""
+    try:
+        yield
+    except S2IError as exc:
+        if enabled:
+            typer.echo(json.dumps({"error": str(exc)}))
+        raise
 
 
 @app.command()
 def infer(
-    inputs: list[str] = typer.Argument(..., help="Audio files (WAV; other formats with s2i[audio])."),
+    inputs: list[str] = typer.Argument(
+        ..., help="Audio files (WAV; other formats with s2i\\[audio]); - reads one from stdin."),
     bundle: Optional[Path] = BundleOption,  # noqa: UP045
     out: Path = typer.Option(Path("s2i-out"), "--out", help="Output directory."),
-    seed: int = typer.Option(0, "--seed", help="Noise seed; the same seed gives the same pixels."),
-    num_images: int = typer.Option(1, "--num-images", "-k", min=1, help="Images per input."),
+    seed: int = SeedOption,
+    num_images: int = typer.Option(1, "--num-images", "-k", min=1, max=MAX_NUM_IMAGES, help="Images per input."),
     backend: str = BackendOption,
     device: str = DeviceOption,
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Inputs per model batch."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=MAX_BATCH_SIZE, help="Inputs per model batch."),
     make_grid: bool = typer.Option(False, "--grid", help="Also write OUT/grid.png (one row per input)."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first unusable input."),
     threads: int = ThreadsOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Write OUT/<input stem>_<k>.png for k = 0..K-1 for every input."""
-    from .infer import infer_files
+    from .infer import infer_files, plan_outputs
     from .pipeline import Pipeline, StageTimer
 
     started = time.perf_counter()
     timer = StageTimer()
-    with timer.measure("load_model"):
-        pipe = Pipeline.load(bundle, backend=backend, device=device, batch_size=batch_size, threads=threads)
-    with pipe, _progress(len(inputs), enabled=not json_output and len(inputs) > batch_size) as progress:
+    with _json_errors(json_output):
+        plan_outputs(inputs, out, num_images, make_grid)
+        with timer.measure("load_model"):
+            pipe = Pipeline.load(bundle, backend=backend, device=device, batch_size=batch_size, threads=threads)
+    with pipe, _json_errors(json_output), \
+            _progress(len(inputs), enabled=not json_output and len(inputs) > batch_size) as progress:
         result = infer_files(
             pipe, inputs, out, seed=seed, num_images=num_images, make_grid=make_grid, fail_fast=fail_fast,
             timer=timer, on_error=lambda message: typer.echo(f"error: {message}", err=True),
@@ -78,22 +118,24 @@ def infer(
 def interpolate(
     source_a: str = typer.Argument(..., metavar="A.wav"),
     source_b: str = typer.Argument(..., metavar="B.wav"),
-    steps: int = typer.Option(9, "--steps", min=2, help="Images from A to B, both ends included."),
+    steps: int = typer.Option(9, "--steps", min=2, max=MAX_STEPS, help="Images from A to B, both ends included."),
     out: Path = typer.Option(Path("strip.png"), "--out", help="The strip, one PNG."),
     bundle: Optional[Path] = BundleOption,  # noqa: UP045
-    seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every step."),
+    seed: int = SeedOption,
     backend: str = BackendOption,
     device: str = DeviceOption,
     threads: int = ThreadsOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Images along the line between two utterances' speech embeddings (Li et al., Fig. 5)."""
-    from .infer import interpolate_files
+    from .infer import check_strip_path, interpolate_files
     from .pipeline import Pipeline
 
-    with Pipeline.load(bundle, backend=backend, device=device, threads=threads) as pipe:
-        interpolate_files(pipe, source_a, source_b, out, steps=steps, seed=seed)
-        described = pipe.describe()
+    with _json_errors(json_output):
+        check_strip_path(out)
+        with Pipeline.load(bundle, backend=backend, device=device, threads=threads) as pipe:
+            interpolate_files(pipe, source_a, source_b, out, steps=steps, seed=seed)
+            described = pipe.describe()
     if json_output:
         typer.echo(json.dumps({**described, "steps": steps, "seed": seed, "out": str(out)}, indent=2))
     else:
@@ -110,6 +152,8 @@ def info(
 
     details = gather(bundle)
     typer.echo(json.dumps(details, indent=2) if json_output else render_text(details))
+    if not details["bundle_info"]["ok"]:
+        raise fail(details["bundle_info"]["error"], EXIT_USAGE)
 
 
 class _progress:
@@ -141,3 +185,7 @@ class _progress:
 
 def main() -> None:
     run_app(app, "s2i-run")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,3 +15,12 @@ class BundleError(S2IError, ValueError):
 
 class BackendUnavailable(S2IError, RuntimeError):
     """A requested backend or device cannot run on this machine."""
+
+
+class PipelineClosed(S2IError, RuntimeError):
+    """A Pipeline was used after close()."""
+
+
+class InternalError(S2IError, RuntimeError):
+    """An unexpected exception while processing one input: a bug, reported for that input alone so the
+    other inputs of the call still get their images. CLIs exit with 1."""

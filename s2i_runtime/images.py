@@ -45,20 +45,44 @@ def grid(images: Sequence[Image.Image], columns: int | None = None, padding: int
     """Tile equally sized images row by row; `columns` defaults to all in one row."""
     if not images:
         raise ValueError("grid needs at least one image")
-    width, height = images[0].size
     columns = len(images) if columns is None else max(1, min(columns, len(images)))
-    rows = math.ceil(len(images) / columns)
-    sheet = Image.new(
-        "RGB",
-        (columns * width + (columns - 1) * padding, rows * height + (rows - 1) * padding),
-        background,
-    )
-    for i, image in enumerate(images):
-        if image.size != (width, height):
+    canvas = GridCanvas(images[0].size, columns, math.ceil(len(images) / columns), padding, background)
+    for image in images:
+        canvas.add(image)
+    return canvas.image()
+
+
+class GridCanvas:
+    """A grid filled tile by tile as images are made, so a long run never holds its images, only the sheet.
+
+    Sized for `max_rows` rows up front; `image()` crops to the rows actually used.
+    """
+
+    def __init__(self, tile_size: tuple[int, int], columns: int, max_rows: int, padding: int = 2,
+                 background: tuple[int, int, int] = (255, 255, 255)) -> None:
+        self.tile_size = tile_size
+        self.columns = columns
+        self.padding = padding
+        width, height = tile_size
+        self.sheet = Image.new(
+            "RGB",
+            (columns * width + (columns - 1) * padding, max_rows * height + (max_rows - 1) * padding),
+            background,
+        )
+        self.count = 0
+
+    def add(self, image: Image.Image) -> None:
+        if image.size != self.tile_size:
             raise ValueError("grid images must all have the same size")
-        row, col = divmod(i, columns)
-        sheet.paste(image, (col * (width + padding), row * (height + padding)))
-    return sheet
+        width, height = self.tile_size
+        row, col = divmod(self.count, self.columns)
+        self.sheet.paste(image, (col * (width + self.padding), row * (height + self.padding)))
+        self.count += 1
+
+    def image(self) -> Image.Image:
+        rows = math.ceil(self.count / self.columns)
+        height = rows * self.tile_size[1] + (rows - 1) * self.padding
+        return self.sheet if height == self.sheet.height else self.sheet.crop((0, 0, self.sheet.width, height))
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -24,7 +24,7 @@ def bundle_info(path: str | os.PathLike | None) -> dict[str, Any]:
         ok=True,
         model={k: v for k, v in manifest.get("model", {}).items() if not isinstance(v, (dict, list))}
         | {"image_sizes": list(bundle.dims.image_sizes)},
-        dataset={"name": dataset.get("name"), "vocabulary_size": len(dataset.get("vocabulary", []))},
+        dataset={"name": dataset.get("name"), **vocabulary_size(dataset.get("vocabulary"))},
         frontend={"sample_rate": bundle.frontend.sample_rate, "n_mels": bundle.frontend.n_mels,
                   "max_frames": bundle.frontend.max_frames},
         fp16=bundle.fp16 is not None,
@@ -36,6 +36,15 @@ def bundle_info(path: str | os.PathLike | None) -> dict[str, Any]:
     )
     info["_bundle"] = bundle
     return info
+
+
+def vocabulary_size(vocabulary: Any) -> dict[str, int]:
+    """{"classes": n} for a structured vocabulary (Spoken-Shapes: colours x shapes), {"words": n} for a list."""
+    if isinstance(vocabulary, dict) and isinstance(vocabulary.get("classes"), list):
+        return {"classes": len(vocabulary["classes"])}
+    if isinstance(vocabulary, list):
+        return {"words": len(vocabulary)}
+    return {}
 
 
 def onnxruntime_info() -> dict[str, Any]:
@@ -125,7 +134,8 @@ def render_text(info: dict[str, Any]) -> str:
             f"  model: {m.get('encoder_arch', '?')}, embedding {m.get('embedding_dim')}, z {m.get('z_dim')}, "
             f"ca {m.get('ca_dim')}, images {'/'.join(str(s) for s in m['image_sizes'])} px"
         )
-        lines.append(f"  dataset: {b['dataset']['name']} ({b['dataset']['vocabulary_size']} words)")
+        sizes = ", ".join(f"{n} {unit if n != 1 else unit[:-1]}" for unit, n in b["dataset"].items() if unit != "name")
+        lines.append(f"  dataset: {b['dataset']['name']}" + (f" ({sizes})" if sizes else ""))
         lines.append(f"  fp16 graphs: {'yes' if b['fp16'] else 'no'}; TensorRT engines: {len(b['engines'])}")
         for e in b["engines"]:
             lines.append(

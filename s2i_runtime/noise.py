@@ -3,7 +3,11 @@
 The noise of image k of the input at position i in the caller's list, in a call with seed s, comes from
 `numpy.random.default_rng([s, i, k])`: first z (z_dim standard normals), then eps (ca_dim). It depends on
 nothing else, so neither batch size, length bucketing, nor the dynamic batcher merging several callers'
-requests changes a single pixel; and the same (seed, position, k) gives the same noise on every backend.
+requests changes the noise; and the same (seed, position, k) gives the same noise on every backend.
+
+The pixels are another matter: the models' float arithmetic (GEMM blocking, padded widths) depends on the
+batch shape, so the same input and noise in another batch can move a pixel by one level of 255, never
+more. docs/runtime-limits.md states that guarantee; the same call twice gives the same pixels.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@
     images = pipe.generate(["a.wav"], seed=0)   # [[PIL.Image]] per input
 
 Stages: audio -> log-Mel (numpy, in the caller's thread) -> length buckets -> encoder -> generator ->
-PIL. Noise is drawn with numpy per (seed, input position, image index), see `noise.py`, so pixels do not
-depend on batching. Safe to call from several threads; with `max_wait_ms` set, concurrent calls are merged
-into shared batches by a dynamic batcher.
+PIL. Noise is drawn with numpy per (seed, input position, image index), see `noise.py`, so batching never
+changes what is drawn; the models' float arithmetic may still differ by batch shape, which moves a pixel by
+at most one level (docs/runtime-limits.md). Safe to call from several threads; with `max_wait_ms` set,
+concurrent calls are merged into shared batches by a dynamic batcher.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 from PIL import Image
@@ -27,12 +28,15 @@ from PIL import Image
 from .backends.base import Backend, open_backend
 from .batching import DynamicBatcher, pad_features, plan_batches
 from .bundle import Bundle, load_bundle
-from .errors import InputError, S2IError
+from .errors import InputError, InternalError, PipelineClosed, S2IError
 from .images import NonFiniteOutput, check_finite, to_pil
 from .interpolate import interpolate
+from .limits import MAX_BATCH_SIZE, MAX_NUM_IMAGES, MAX_STEPS, MAX_THREADS, check_int
 from .noise import check_seed, noise_block
+from .wav import seconds_text
 
-AudioInput = Union[str, os.PathLike, np.ndarray]  # noqa: UP007 - a runtime alias on 3.10
+# A runtime alias (typing.Union, not |) so it works on 3.10.
+AudioInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, BinaryIO]  # noqa: UP007
 
 STAGES = ("load_model", "load_audio", "front_end", "encoder", "generator", "encode_png")
 
@@ -94,20 +98,31 @@ class _Work:
 def input_label(source: Any, index: int) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"input #{index} (bytes)"
+    if hasattr(source, "read"):
+        return str(getattr(source, "name", f"input #{index} (stream)"))
     return f"input #{index} (array)"
+
+
+def as_input_list(inputs: Sequence[AudioInput] | AudioInput) -> list[AudioInput]:
+    """One path, bytes, stream or array is one input (bytes must not be iterated as many)."""
+    if isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or hasattr(inputs, "read"):
+        return [inputs]
+    return list(inputs)
 
 
 class Pipeline:
     def __init__(self, bundle: Bundle, backend: Backend, *, batch_size: int = 8,
                  max_wait_ms: float | None = None) -> None:
-        if batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        batch_size = check_int("batch size", batch_size, 1, MAX_BATCH_SIZE)
         if backend.max_batch is not None:
             batch_size = min(batch_size, backend.max_batch)
         self.bundle = bundle
         self.backend = backend
         self.batch_size = batch_size
         self._batcher: DynamicBatcher | None = None
+        self._closed = False
         if max_wait_ms is not None:
             self._batcher = DynamicBatcher(self._run_batch, max_batch=batch_size, max_wait_ms=max_wait_ms)
 
@@ -121,6 +136,8 @@ class Pipeline:
         into batches of up to `batch_size` inputs, waiting at most that long for company.
         `threads` is ONNX Runtime's intra-op thread count (0 = all physical cores).
         """
+        check_int("threads", threads, 0, MAX_THREADS)
+        check_int("batch size", batch_size, 1, MAX_BATCH_SIZE)
         loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         return cls(
             loaded,
@@ -132,46 +149,48 @@ class Pipeline:
     # -- public API ---------------------------------------------------------------------------------
 
     def generate(self, inputs: Sequence[AudioInput] | AudioInput, seed: int = 0,
-                 num_images: int = 1) -> list[list[Image.Image]]:
+                 num_images: int = 1, *, sample_rate: int | None = None) -> list[list[Image.Image]]:
         """Images for each input: a list (one per input) of `num_images` PIL images.
 
-        An input is a path to an audio file or a 1-D float32 array at 16 kHz. Raises InputError for the
-        first unusable input (before any model runs) and NonFiniteOutput when the model produces NaN/Inf.
+        An input is a path to an audio file, the bytes of one, an open binary stream, or an array of
+        samples at `sample_rate` (default: the front end's, 16 kHz); one of these alone is one input.
+        Raises InputError for the first unusable input (before any model runs) and NonFiniteOutput when
+        the model produces NaN/Inf.
         """
-        if isinstance(inputs, (str, os.PathLike, np.ndarray)):
-            inputs = [inputs]
-        arrays = self.generate_arrays(inputs, seed, num_images)
+        arrays = self.generate_arrays(inputs, seed, num_images, sample_rate=sample_rate)
         return [[to_pil(image) for image in block] for block in arrays]
 
-    def generate_arrays(self, inputs: Sequence[AudioInput], seed: int = 0, num_images: int = 1,
-                        timer: StageTimer | None = None) -> list[np.ndarray]:
+    def generate_arrays(self, inputs: Sequence[AudioInput] | AudioInput, seed: int = 0, num_images: int = 1,
+                        timer: StageTimer | None = None, *, sample_rate: int | None = None) -> list[np.ndarray]:
         """Like `generate`, but raw (K, 3, H, W) float32 arrays in [-1, 1]."""
-        outcomes = self.generate_outcomes(inputs, seed, num_images, timer=timer, fail_fast=True)
+        outcomes = self.generate_outcomes(inputs, seed, num_images, timer=timer, fail_fast=True,
+                                          sample_rate=sample_rate)
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome
         return outcomes
 
-    def generate_outcomes(self, inputs: Sequence[AudioInput], seed: int = 0, num_images: int = 1, *,
+    def generate_outcomes(self, inputs: Sequence[AudioInput] | AudioInput, seed: int = 0, num_images: int = 1, *,
                           timer: StageTimer | None = None, fail_fast: bool = False,
-                          start_index: int = 0) -> list[np.ndarray | S2IError]:
+                          start_index: int = 0, sample_rate: int | None = None) -> list[np.ndarray | S2IError]:
         """Per input, its (K, 3, H, W) images or the S2IError that stopped it; the others still run.
 
         With `fail_fast`, the first unusable input raises before any model runs. `start_index` is the
         position of inputs[0] in the caller's whole list (the noise depends on it), for callers that feed
         a long list in chunks and want the same pixels as one call.
         """
+        self._require_open()
+        inputs = as_input_list(inputs)
         seed = check_seed(seed)
-        if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
-            raise InputError(f"num_images must be a positive integer, got {num_images!r}")
+        num_images = check_int("num_images", num_images, 1, MAX_NUM_IMAGES)
         if len(inputs) == 0:
             raise InputError("no inputs given")
         dims = self.bundle.dims
         outcomes: list[Any] = [None] * len(inputs)
         work: dict[int, _Work] = {}
         labels = [input_label(source, start_index + index) for index, source in enumerate(inputs)]
-        for index, features in enumerate(self._features_of_all(inputs, labels, timer)):
-            if isinstance(features, InputError):
+        for index, features in enumerate(self._features_of_all(inputs, labels, timer, sample_rate)):
+            if isinstance(features, S2IError):
                 if fail_fast:
                     raise features
                 outcomes[index] = features
@@ -187,45 +206,55 @@ class Pipeline:
                 outcomes[index] = result
         return outcomes
 
-    def _features_of_all(self, inputs: Sequence[AudioInput], labels: list[str],
-                         timer: StageTimer | None) -> list[np.ndarray | InputError]:
-        """Features of every input, or its InputError; decoding and FFTs release the GIL, so inputs run in
-        parallel on the cores."""
+    def _features_of_all(self, inputs: Sequence[AudioInput], labels: list[str], timer: StageTimer | None,
+                         sample_rate: int | None = None) -> list[np.ndarray | S2IError]:
+        """Features of every input, or the error that stopped it; decoding and FFTs release the GIL, so
+        inputs run in parallel on the cores."""
 
-        def one(source: AudioInput, label: str) -> np.ndarray | InputError:
+        def one(source: AudioInput, label: str) -> np.ndarray | S2IError:
             try:
-                return self.features(source, label, timer)
+                return self.features(source, label, timer, sample_rate)
             except InputError as exc:
                 return exc
+            except Exception as exc:  # a bug must cost this input its images, not its neighbours theirs
+                detail = (str(exc).strip().splitlines() or [""])[0]
+                return InternalError(f"{label}: internal error ({type(exc).__name__}: {detail}); please report it")
 
         if len(inputs) == 1:
             return [one(inputs[0], labels[0])]
         with ThreadPoolExecutor(max_workers=min(len(inputs), os.cpu_count() or 1)) as pool:
             return list(pool.map(one, inputs, labels))
 
-    def features(self, source: AudioInput, label: str, timer: StageTimer | None = None) -> np.ndarray:
-        """Load one input and compute its log-Mel features (n_mels, frames); InputError if unusable."""
+    def features(self, source: AudioInput, label: str, timer: StageTimer | None = None,
+                 sample_rate: int | None = None) -> np.ndarray:
+        """Load one input and compute its log-Mel features (n_mels, frames); InputError if unusable.
+
+        Audio shorter than one hop gives a single frame: too short to be speech, refused."""
         from .audio import load_audio  # soxr and friends only when audio is actually read
 
         spec = self.bundle.frontend
-        # Longest clip whose frame count stays within max_frames (frames = 1 + samples // hop).
-        max_seconds = (spec.max_frames * spec.hop_length - 1) / spec.sample_rate
+        # Every clip shorter than this fits max_frames (frames = 1 + samples // hop); the frame count
+        # below refuses the few samples between.
+        max_seconds = spec.max_frames * spec.hop_length / spec.sample_rate
         with _measure(timer, "load_audio"):
-            audio = load_audio(source, max_seconds=max_seconds, target_rate=spec.sample_rate, name=label)
+            audio = load_audio(source, sample_rate, max_seconds=max_seconds, min_samples=spec.hop_length,
+                               target_rate=spec.sample_rate, name=label)
         with _measure(timer, "front_end"):
             features = self.backend.logmel(audio, spec)
         if features.shape[1] > spec.max_frames:
             raise InputError(
-                f"{label}: {features.shape[1]} frames is more than the model's maximum of {spec.max_frames} "
-                f"({max_seconds:.2f} s)"
+                f"{label}: audio is {seconds_text(audio.size / spec.sample_rate)} long; the model takes at most "
+                f"{spec.max_frames} frames (less than {seconds_text(max_seconds)})"
             )
         self.backend.check_frames(features.shape[1], label)
         return features
 
-    def embed(self, inputs: Sequence[AudioInput]) -> np.ndarray:
+    def embed(self, inputs: Sequence[AudioInput] | AudioInput, *, sample_rate: int | None = None) -> np.ndarray:
         """Speech embeddings (N, D) of the inputs, in their order."""
+        self._require_open()
         spec = self.bundle.frontend
-        feats = [self.features(s, input_label(s, i)) for i, s in enumerate(inputs)]
+        inputs = as_input_list(inputs)
+        feats = [self.features(s, input_label(s, i), sample_rate=sample_rate) for i, s in enumerate(inputs)]
         out = np.empty((len(feats), self.bundle.dims.embedding_dim), dtype=np.float32)
         for batch in plan_batches([f.shape[1] for f in feats], self.batch_size, spec.min_frames, spec.max_frames):
             mel, lengths = pad_features([feats[i] for i in batch.indices], batch.width, spec.pad_value)
@@ -244,10 +273,12 @@ class Pipeline:
         return images
 
     def interpolate(self, source_a: AudioInput, source_b: AudioInput, steps: int = 9,
-                    seed: int = 0) -> list[Image.Image]:
+                    seed: int = 0, *, sample_rate: int | None = None) -> list[Image.Image]:
         """Images along the line between two utterances' embeddings, with the same noise at every step
         (that of image 0 of input 0 for `seed`), so only the speech changes."""
-        emb_a, emb_b = self.embed([source_a, source_b])
+        steps = check_int("steps", steps, 2, MAX_STEPS)
+        check_seed(seed)
+        emb_a, emb_b = self.embed([source_a, source_b], sample_rate=sample_rate)
         line = interpolate(emb_a, emb_b, steps)
         z, eps = noise_block(seed, 0, 1, self.bundle.dims.z_dim, self.bundle.dims.ca_dim)
         images = self.render(line, np.repeat(z, steps, axis=0), np.repeat(eps, steps, axis=0))
@@ -261,7 +292,14 @@ class Pipeline:
             "dynamic_batching": self._batcher is not None,
         }
 
+    def _require_open(self) -> None:
+        if self._closed:
+            raise PipelineClosed("this Pipeline is closed; load a new one")
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._batcher is not None:
             self._batcher.close()
             self._batcher = None

@@ -14,12 +14,38 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def s2i_run(*args, cwd=None):
+def s2i_run(*args, cwd=None, stdin=None, memory_mb=8192):
+    """The CLI in a fresh interpreter; its address space is capped so a memory bomb fails fast instead of
+    taking the machine down."""
     return subprocess.run(
         [sys.executable, "-c", "from s2i_runtime.cli import main; main()", *map(str, args)],
-        capture_output=True, text=True, timeout=120, cwd=cwd,
+        capture_output=True, text=True, timeout=120, cwd=cwd, stdin=stdin,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        preexec_fn=lambda: cap_memory(memory_mb),
     )
+
+
+def cap_memory(megabytes: int) -> None:
+    import resource
+
+    limit = megabytes * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def run_cli(capsys, *args):
+    """The CLI in this process (much cheaper than a fresh interpreter): a CompletedProcess-like result.
+    Anything but a clean exit propagates, so an unexpected exception still fails the test."""
+    from s2i_runtime.cli import app
+    from s2i_runtime.cliutil import run_app
+
+    capsys.readouterr()
+    code = 0
+    try:
+        run_app(app, "s2i-run", [str(a) for a in args])
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["s2i-run", *map(str, args)], code, out, err)
 
 
 def one_error_line(done):

@@ -51,12 +51,12 @@ def test_pixels_do_not_depend_on_batch_size_or_neighbours(tiny_bundle, tone_wavs
             results[batch_size] = p.generate_arrays(inputs, seed=5, num_images=2)
     for batch_size in (2, 8):
         for got, want in zip(results[batch_size], results[1], strict=True):
-            # Masked mean: padding changes the sum's order at most, so float noise only.
-            np.testing.assert_allclose(got, want, atol=1e-5)
+            # Masked mean: padding changes the sum's order at most, so float noise only (docs/runtime-limits.md).
+            np.testing.assert_allclose(got, want, atol=1e-4)
     # an input alone at position i equals the same input at position i in a long list
     with Pipeline.load(tiny_bundle, device="cpu", batch_size=8, threads=1) as p:
         alone = p.generate_outcomes([inputs[3]], seed=5, num_images=2, start_index=3)[0]
-    np.testing.assert_allclose(alone, results[1][3], atol=1e-5)
+    np.testing.assert_allclose(alone, results[1][3], atol=1e-4)
 
 
 def test_concurrent_callers_with_dynamic_batcher_match_serial_calls(tiny_bundle, tone_wavs):  # noqa: F811
@@ -78,11 +78,16 @@ def test_concurrent_callers_with_dynamic_batcher_match_serial_calls(tiny_bundle,
             t.join()
         sizes = merged._batcher.batch_sizes
     assert max(sizes) > 2, f"requests were not merged: batch sizes {sizes}"
-    # PNG pixels (uint8) compared exactly: float noise from padding stays far below half a grey level here.
+    # The documented guarantee (docs/runtime-limits.md): float noise from other batch shapes moves a PNG
+    # pixel by one level at most, rarely (so a whole image almost always matches exactly).
+    differing = 0
     for want_rows, got_rows in zip(expected, got, strict=True):
         for want_row, got_row in zip(want_rows, got_rows, strict=True):
             for want, have in zip(want_row, got_row, strict=True):
-                assert np.array_equal(np.asarray(want), np.asarray(have))
+                diff = np.abs(np.asarray(want, np.int16) - np.asarray(have, np.int16))
+                assert diff.max() <= 1
+                differing += int(diff.any())
+    assert differing <= 4, f"{differing} of 32 images differ"
 
 
 def test_arrays_and_paths_give_the_same_image(pipe, tone_wavs):  # noqa: F811
