@@ -18,6 +18,11 @@ from ..frontend import FrontendSpec, mel_filterbank, padded_window
 
 PTX_FILE = "logmel.ptx"
 SOURCE_FILE = "logmel.cu"
+# What the shipped PTX declares (docs/gpu.md): Turing (T4) and later GPUs; the PTX ISA of CUDA 12.0,
+# the oldest a driver must understand to JIT it (a driver refuses PTX newer than its own CUDA release).
+PTX_TARGET = "sm_75"
+PTX_ISA = "8.0"
+OLDEST_DRIVER_CUDA = "12.0"
 
 # Argument types of each kernel in logmel.cu, as pycuda's `Function.prepare` format characters:
 # P = device pointer, i = int32, f = float32, d = float64. The CPU emulation reads the same strings.
@@ -124,7 +129,7 @@ class BatchGeometry:
             "partial_sums": b * REDUCTION_SLICES * 8,
             "mean": b * 8,
             "signal": b * self.signal_width(spec) * 8,
-            "power": b * t * spec.n_freqs * 4,
+            "power": b * spec.n_freqs * t * 4,  # (batch, n_freqs, t_max): frame-minor, see logmel.cu
             "partial_max": b * REDUCTION_SLICES * 4,
             "utterance_max": b * 4,
         }
