@@ -278,120 +278,137 @@ def test_pad_batch_rejects_empty_input():
     assert waves.shape == (2, 5) and waves.dtype == np.float32 and lengths.tolist() == [3, 5]
 
 
-class _HostMemoryDriver:
-    """Stand-in for `pycuda.driver` whose "device" memory is host memory and whose kernels are the
-    g++-compiled ones. It checks CudaLogMel's plumbing (buffers, copies, argument order, contexts) on a
-    machine without a GPU; it says nothing about real pycuda or a real GPU (see the gpu test)."""
-
-    class Error(Exception):
-        pass
-
-    def __init__(self, emulation):
-        self.emulation = emulation
-        self.buffers: dict[int, np.ndarray] = {}
-        self.context_depth = 0
-        driver = self
-
-        class Allocation:
-            def __init__(self, nbytes):
-                self.array = np.zeros(nbytes, dtype=np.uint8)
-                driver.buffers[self.array.ctypes.data] = self.array
-
-            def __int__(self):
-                return self.array.ctypes.data
-
-        class Context:
-            def push(self):
-                driver.context_depth += 1
-
-            @staticmethod
-            def pop():
-                driver.context_depth -= 1
-
-            @staticmethod
-            def synchronize():
-                pass
-
-        class Device:
-            def __init__(self, ordinal):
-                self.ordinal = ordinal
-
-            @staticmethod
-            def count():
-                return 1
-
-            def retain_primary_context(self):
-                return Context()
-
-        class Function:
-            def __init__(self, name):
-                self.name = name
-
-            def prepare(self, signature):
-                assert signature == KERNEL_SIGNATURES[self.name]
-                return self
-
-            def prepared_async_call(self, grid, block, stream, *args):
-                assert driver.context_depth > 0, "kernel launched without a current context"
-                driver.emulation.launch(self.name, grid[0], block[0], args)
-
-        class Module:
-            def get_function(self, name):
-                return Function(name)
-
-        class Stream:
-            def synchronize(self):
-                pass
-
-        self.Context, self.Device, self.Stream = Context, Device, Stream
-        self._module, self._allocation = Module(), Allocation
-
-    def init(self):
-        pass
-
-    def module_from_buffer(self, data):
-        assert data.endswith(b"\0") and b".entry s2i_power" in data
-        return self._module
-
-    def mem_alloc(self, nbytes):
-        assert self.context_depth > 0
-        return self._allocation(nbytes)
-
-    def to_device(self, array):
-        allocation = self.mem_alloc(array.nbytes)
-        self.memcpy_htod(allocation, array)
-        return allocation
-
-    def memcpy_htod(self, dst, src):
-        src = np.ascontiguousarray(src).view(np.uint8).reshape(-1)
-        self.buffers[int(dst)][: src.size] = src
-
-    def memcpy_htod_async(self, dst, src, stream):
-        self.memcpy_htod(dst, src)
-
-    def memcpy_dtoh(self, dst, src):
-        flat = dst.view(np.uint8).reshape(-1)
-        flat[:] = self.buffers[int(src)][: flat.size]
+# -- the loader's plumbing, on a recording stand-in for pycuda (tests/fake_pycuda.py) -----------------
+# The stand-in runs the g++-built kernels on host memory and enforces pycuda's context and freeing rules;
+# these tests check our code against those rules, not real pycuda or a GPU (that is the gpu test below).
 
 
-def test_loader_plumbing_on_a_host_memory_stand_in_for_pycuda(emulation, monkeypatch):
+@pytest.fixture
+def fake_cuda(emulation, monkeypatch):
+    from fake_pycuda import FakeCuda
+
     from s2i_runtime.cuda import frontend_cuda
 
-    driver = _HostMemoryDriver(emulation)
-    monkeypatch.setattr(frontend_cuda, "_import_pycuda", lambda: driver)
-    frontend = frontend_cuda.CudaLogMel()
+    fake = FakeCuda(emulation=emulation)
+    monkeypatch.setattr(frontend_cuda, "_import_pycuda", lambda: fake)
+    return fake
+
+
+def test_loader_plumbing_on_a_recording_stand_in_for_pycuda(fake_cuda):
+    from s2i_runtime.cuda.frontend_cuda import CudaLogMel
+
+    frontend = CudaLogMel()
     clips = [speech_like(7000, seed=5), tone(2000, 880.0), chirp(300)]
     features, frame_lengths = frontend.logmel_batch(clips)
     _assert_matches_reference(features, frame_lengths, clips)
     # Device-pointer input, as the TensorRT path passes it.
     waves, lengths = _pad(clips, fill=np.nan)
     with frontend.active():
-        device_waves = driver.to_device(waves)
-    result = frontend.logmel_device(int(device_waves), lengths, n_max=waves.shape[1])
-    np.testing.assert_array_equal(frontend.to_host(result), features)
-    assert result.shape == features.shape
-    assert driver.buffers[result.frame_lengths_ptr].view(np.int64).tolist() == frame_lengths.tolist()
-    assert driver.context_depth == 0  # every push popped
+        device_waves = fake_cuda.to_device(waves)
+    before = fake_cuda.live_bytes()
+    with frontend.logmel_device(int(device_waves), lengths, n_max=waves.shape[1]) as result:
+        np.testing.assert_array_equal(frontend.to_host(result), features)
+        assert result.shape == features.shape
+        assert fake_cuda._device_view(result.frame_lengths_ptr, 8 * len(clips)).view(np.int64).tolist() == \
+            frame_lengths.tolist()
+    assert fake_cuda.live_bytes() == before  # released: outputs and scratch
+    with frontend.active():
+        device_waves.free()
+    frontend.close()
+    assert fake_cuda.live_bytes("device") == fake_cuda.live_bytes("pinned") == 0
+    assert fake_cuda.leaks == [] and fake_cuda._stack() == []  # every push popped
+
+
+def test_stand_in_records_what_pycuda_would_leak(fake_cuda):
+    """The stand-in itself: freeing outside the allocating context, in another thread, is a leak."""
+    import threading
+
+    context = fake_cuda.Device(0).retain_primary_context()
+    context.push()
+    buffer = fake_cuda.mem_alloc(1024)
+    fake_cuda.Context.pop()
+    worker = threading.Thread(target=buffer.free)
+    worker.start()
+    worker.join()
+    assert len(fake_cuda.leaks) == 1 and fake_cuda.live_bytes() == 1024
+
+
+def test_host_path_from_threads_allocates_nothing_and_leaks_nothing(fake_cuda):
+    """Reserved buffers serve every call, whichever thread makes it; close() frees all of it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s2i_runtime.cuda.frontend_cuda import CudaLogMel
+
+    frontend = CudaLogMel(reserve=(2, 100))
+    allocations = fake_cuda.count("alloc")
+    clips = [[tone(3000 + 500 * i, 300.0 + 40 * i)] + ([chirp(900 + 100 * i)] if i % 2 else []) for i in range(12)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(frontend.logmel_batch, clips))
+    for batch, (features, frame_lengths) in zip(clips, results, strict=True):
+        _assert_matches_reference(features, frame_lengths, batch)
+    assert fake_cuda.count("alloc") == allocations and fake_cuda.leaks == []
+    async_copies = [e for e in fake_cuda.events if e.pinned_host is not None]
+    assert async_copies and all(e.pinned_host for e in async_copies)  # staged through page-locked memory
+    frontend.close()
+    assert fake_cuda.live_bytes("device") == fake_cuda.live_bytes("pinned") == 0 and fake_cuda.leaks == []
+
+
+def test_host_path_grows_inside_its_context_then_reuses(fake_cuda):
+    import threading
+
+    from s2i_runtime.cuda.frontend_cuda import CudaLogMel
+
+    frontend = CudaLogMel()
+    frontend.logmel_batch([tone(2000, 500.0)])
+    grown = []
+
+    def bigger():
+        frontend.logmel_batch([tone(9000, 500.0), tone(4000, 700.0)])  # grows: frees the old buffers here
+        grown.append(fake_cuda.count("alloc"))
+        frontend.logmel_batch([tone(5000, 600.0)])  # fits: allocates nothing
+
+    worker = threading.Thread(target=bigger)
+    worker.start()
+    worker.join()
+    assert fake_cuda.count("alloc") == grown[0] and fake_cuda.count("free") > 0 and fake_cuda.leaks == []
+    frontend.close()
+    assert fake_cuda.live_bytes("device") == 0 and fake_cuda.leaks == []
+
+
+def test_device_result_released_from_another_thread_is_freed(fake_cuda):
+    import threading
+
+    from s2i_runtime.cuda.frontend_cuda import CudaLogMel
+
+    frontend = CudaLogMel()
+    before = fake_cuda.live_bytes()
+    result = frontend.logmel_device(np.ones((1, 4000), dtype=np.float32), [4000])
+    worker = threading.Thread(target=result.release)
+    worker.start()
+    worker.join()
+    assert fake_cuda.live_bytes() == before and fake_cuda.leaks == []
+    frontend.close()
+
+
+def test_cuda_frontend_failing_to_load_the_ptx_frees_what_it_made(fake_cuda, monkeypatch):
+    from s2i_runtime.cuda.frontend_cuda import CudaLogMel
+
+    def refuse(data):
+        raise fake_cuda.Error("cuModuleLoadData failed: a PTX JIT compilation failed")
+
+    monkeypatch.setattr(fake_cuda, "module_from_buffer", refuse)
+    with pytest.raises(BackendUnavailable, match=r"sm_75, PTX ISA 8\.0.*CUDA 12\.0"):
+        CudaLogMel()
+    assert fake_cuda.live_bytes() == 0 and fake_cuda._stack() == [] and fake_cuda.leaks == []
+
+
+def test_samples_for_frames_inverts_num_frames():
+    from s2i_runtime.cuda.plan import samples_for_frames
+
+    for spec in (FrontendSpec(), FrontendSpec(center=False)):
+        for frames in (1, 64, 1001, 3000):
+            n = samples_for_frames(spec, frames)
+            assert spec.num_frames(n) == frames and spec.num_frames(n + 1) == frames + 1
 
 
 @pytest.mark.gpu
@@ -418,3 +435,32 @@ def test_gpu_kernels_match_numpy_frontend():
     with frontend.active():
         cuda.memcpy_dtoh(device_lengths, result.frame_lengths)
     np.testing.assert_array_equal(device_lengths, frame_lengths)
+    result.release()
+    with frontend.active():
+        device_waves.free()
+        del stream
+    frontend.close()
+
+
+@pytest.mark.gpu
+def test_gpu_frontend_from_threads_keeps_gpu_memory_flat():
+    """1,000 host in / host out calls from 8 threads: free device memory (cuMemGetInfo) the same after."""
+    pytest.importorskip("pycuda.driver", reason="pycuda is not installed (the 'gpu' extra)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pycuda.driver as cuda
+
+    from s2i_runtime.cuda.frontend_cuda import CudaLogMel
+
+    spec = FrontendSpec()
+    frontend = CudaLogMel(spec, reserve=(1, spec.max_frames))
+    clips = [speech_like(int(SR * seconds), seed=i) for i, seconds in enumerate((1, 3, 10, 29.9))]  # <= 3000 frames
+    with frontend.active():
+        free_before, _ = cuda.mem_get_info()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for features, lengths in pool.map(lambda i: frontend.logmel_batch([clips[i % len(clips)]]), range(1000)):
+            assert features.shape[1] == spec.n_mels and lengths[0] >= 101
+    with frontend.active():
+        free_after, _ = cuda.mem_get_info()
+    frontend.close()
+    assert free_before - free_after < 2 << 20, f"{(free_before - free_after) / 2**20:.1f} MiB less free memory"

@@ -99,6 +99,13 @@ def sample_lengths(lengths: np.ndarray | list[int], batch: int, n_max: int) -> n
     return np.ascontiguousarray(lengths, dtype=np.int64)
 
 
+def samples_for_frames(spec: FrontendSpec, frames: int) -> int:
+    """The longest clip, in samples, that has at most `frames` frames (the inverse of spec.num_frames)."""
+    if spec.center:
+        return frames * spec.hop_length - 1
+    return (frames - 1) * spec.hop_length + spec.n_fft + spec.hop_length - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchGeometry:
     """Shapes of one padded batch: waves (batch, n_max) -> features (batch, n_mels, t_max)."""
