@@ -175,8 +175,14 @@ class FakeExecutionContext:
         mode, _, shape = self.engine.io[name]
         if mode == TensorIOMode.INPUT:
             return self.shapes.get(name, shape)
-        batch = next(iter(self.shapes.values()))[0]  # every s2i output is (batch, fixed...)
-        return (batch, *shape[1:])
+        batch = next(iter(self.shapes.values()))[0]  # every s2i output is (batch, ...)
+        if all(d >= 0 for d in shape[1:]):
+            return (batch, *shape[1:])
+        # Symbolic non-batch dims (an exported generator's H, W): infer them as TensorRT would, from a run.
+        feeds = {n: np.zeros(self.shapes[n], dtype=dt) for n, (m, dt, _) in self.engine.io.items()
+                 if m == TensorIOMode.INPUT}
+        names = [arg.name for arg in self.engine.session.get_outputs()]
+        return tuple(self.engine.session.run([name], feeds)[0].shape) if name in names else shape
 
     def set_tensor_address(self, name: str, address: int) -> bool:
         trt = self.engine.trt
