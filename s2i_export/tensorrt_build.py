@@ -1,7 +1,7 @@
 """TensorRT engines for a bundle (`s2i-export build-engine`).
 
 FP16 engines are built strongly typed from `encoder.fp16.onnx` / `generator.fp16.onnx` (from `s2i-export
-fp16`) on TensorRT 10 and 11 alike (GPU-API-NOTES.md): TensorRT 11 removed BuilderFlag.FP16 and types every
+fp16`) on TensorRT 10 and 11 alike (docs/gpu.md): TensorRT 11 removed BuilderFlag.FP16 and types every
 network strongly; TensorRT 10 deprecated weak typing in 10.12 and takes `NetworkDefinitionCreationFlag.
 STRONGLY_TYPED` (11 accepts and ignores it). Weak typing would let TensorRT 10 run in fp16 the nodes the fp16
 ONNX keeps in float32 on purpose (a drawn background's read-out and its comparisons with z: an image drawn

@@ -188,6 +188,11 @@ def test_shipped_ptx_declares_turing_and_the_cuda_12_0_isa():
     assert "-arch=compute_75" in build_ptx.NVCC_FLAGS
 
 
+def test_readme_states_the_ptx_target_and_isa():
+    readme = (build_ptx.CUDA_DIR.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"`{PTX_TARGET}` declaring PTX ISA {PTX_ISA}" in readme and f"CUDA {OLDEST_DRIVER_CUDA}" in readme
+
+
 def test_declare_isa_rewrites_only_the_version_directive():
     ptx = b"//\n// .version 9.0 in a comment\n//\n\n.version 9.0\n.target sm_75\n.address_size 64\n"
     lowered = build_ptx.declare_isa(ptx, "8.0")

@@ -166,6 +166,15 @@ class _Plan:
         self.role = role
         self.buffers: dict[str, Any] = {}
         self.host: dict[str, np.ndarray] = {}
+        self.context = self.engine = None
+        try:
+            self._open(trt, cuda, runtime, path, bundle, stream)
+        except BaseException:
+            self.free()  # here, in the context, rather than whenever the traceback is collected
+            raise
+
+    def _open(self, trt, cuda, runtime, path, bundle: Bundle, stream) -> None:
+        role = self.role
         try:
             data = path.read_bytes()
         except OSError as exc:
