@@ -35,7 +35,8 @@ Engine record (engines.json, and each entry of s2i.json "engines"); all paths re
                                      "lengths": {"min": [1], "opt": [4], "max": [8]}},
                          "generator": {"embedding": {...}, "z": {...}, "eps": {...}}}
                         one optimisation profile (index 0) per engine; min/opt/max per input
-    max_batch, max_seconds, max_frames, workspace_gb
+    max_batch, max_seconds, max_frames, workspace_gb   (max_frames: the frames of a clip of exactly
+                        max_seconds, 1 + seconds x 100, capped at the model's max_frames)
     build_seconds       {"encoder": s, "generator": s}; built_at (UTC ISO 8601)
     timing_cache        path of the timing cache used, or null; timing_cache_status "reused", "new",
                         "replaced" (the file's cache did not fit this GPU / TensorRT) or "none"
