@@ -5,6 +5,8 @@ Contenders (each one is skipped, with its reason, when it cannot run here):
 - runtime: ONNX Runtime, CUDA execution provider, fp32
 - PyTorch eager on CUDA, fp32 and fp16 (weights and activations cast to half; front end in fp32 as in training)
 - front end: the runtime's CUDA kernels (`CudaLogMel`) against `logmel_torch` on the CUDA device
+and the correctness checks of `gpu_checks` (fp32 parity with TF32 off, a clip of exactly --max-seconds,
+1,000 calls from threads with device memory flat), reported under "checks".
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _try(factory: Callable[[], Any], skipped: dict[str, str], name: str) -> Any:
 
 def run_gpu(run_dir: Path | str, bundle: Path | str, paths: Sequence[Path], *, batch_sizes: Sequence[int] = (1, 8, 32),
             frontend_clips: int = 64, frontend_seconds: float = 10.0, repeats: int = 20, warmup: int = 3,
-            progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+            checks: bool = True, progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     reason = cuda_unavailable_reason()
     if reason is not None:
         return {"skipped": reason}
@@ -95,6 +97,11 @@ def run_gpu(run_dir: Path | str, bundle: Path | str, paths: Sequence[Path], *, b
 
     progress("gpu front end")
     result["frontend"] = _gpu_frontend(frontend_clips, frontend_seconds, repeats, warmup, skipped)
+    if checks:
+        from .gpu_checks import run_checks
+
+        progress("gpu correctness checks")
+        result["checks"] = _try(lambda: run_checks(bundle, progress=progress), skipped, "gpu checks")
     return result
 
 

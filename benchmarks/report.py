@@ -205,6 +205,7 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
             if fe:
                 lines += _table(["front end on GPU", "ms / clip"], [[n, v] for n, v in fe["ms_per_clip"].items()])
                 lines.append("")
+            lines += _gpu_check_lines(gpu.get("checks"))
             for name, why in gpu.get("skipped", {}).items():
                 lines.append(f"- {name}: skipped ({why})")
             lines.append("")
@@ -212,3 +213,22 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
     if skipped:
         lines += ["## Not run", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
     return "\n".join(lines)
+
+
+def _gpu_check_lines(checks: dict | None) -> list[str]:
+    """The GPU correctness checks (benchmarks/gpu_checks.py), one line each."""
+    if not checks:
+        return []
+    parity, exact, memory = checks["parity"], checks["exact_clip"], checks["memory"]
+    mark = {True: "pass", False: "FAIL"}
+    return [
+        f"- fp32 engines, TF32 {'on' if parity['tf32'] else 'off'}, against ONNX Runtime: embeddings "
+        f"{parity['embedding_max_abs_diff']:.1e}, images {parity['image_max_abs_diff']:.1e} "
+        f"(<= {parity['atol']:g}): {mark[parity['ok']]}",
+        f"- clips up to exactly --max-seconds ({max(exact['frames'])} frames, engine profile "
+        f"{exact['engine_frame_range'][1]}): {mark[exact['ok']]}",
+        f"- {memory['calls']} calls from {memory['threads']} threads: free device memory "
+        f"{memory['drift_bytes'] / 2**20:+.1f} MiB less after (<= {memory['slack_bytes'] / 2**20:.0f}): "
+        f"{mark[memory['ok']]}",
+        "",
+    ]

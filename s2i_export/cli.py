@@ -147,16 +147,18 @@ def build_engine_command(
     fp16: bool = typer.Option(False, "--fp16",
                               help="FP16 engines, strongly typed from the FP16 ONNX (`s2i-export fp16` first)."),
     max_batch: int = typer.Option(8, "--max-batch", help="Largest batch the engines accept."),
-    max_seconds: float = typer.Option(30.0, "--max-seconds", help="Longest utterance (frames = seconds x 100)."),
+    max_seconds: float = typer.Option(30.0, "--max-seconds",
+                                      help="Longest utterance (frames = seconds x 100 + 1, at most the model's)."),
     workspace_gb: float = typer.Option(4.0, "--workspace-gb", help="TensorRT workspace memory limit."),
     timing_cache: Path | None = typer.Option(None, "--timing-cache", help="Timing cache file (read and updated)."),
+    tf32: bool = typer.Option(False, "--tf32", help="Let float32 layers use TF32 (TensorRT's default; off here)."),
     json_output: bool = typer.Option(False, "--json", help="Print the engines.json record."),
 ) -> None:
     """Build TensorRT engines for this GPU into BUNDLE/engines/<gpu>-trt<version>/."""
     from .tensorrt_build import EngineRequest, build_engines
 
     request = EngineRequest(fp16=fp16, max_batch=max_batch, max_seconds=max_seconds, workspace_gb=workspace_gb,
-                            timing_cache=timing_cache)
+                            timing_cache=timing_cache, tf32=tf32)
     with _progress(json_output) as progress:
         record = build_engines(bundle, request, progress=progress)
     if json_output:

@@ -1,12 +1,20 @@
 """TensorRT engines for a bundle (`s2i-export build-engine`).
 
 FP16 engines are built strongly typed from `encoder.fp16.onnx` / `generator.fp16.onnx` (from `s2i-export
-fp16`) on TensorRT 10 and 11 alike (GPU-API-NOTES.md): TensorRT 11 removed BuilderFlag.FP16 and types every
+fp16`) on TensorRT 10 and 11 alike (docs/gpu.md): TensorRT 11 removed BuilderFlag.FP16 and types every
 network strongly; TensorRT 10 deprecated weak typing in 10.12 and takes `NetworkDefinitionCreationFlag.
 STRONGLY_TYPED` (11 accepts and ignores it). Weak typing would let TensorRT 10 run in fp16 the nodes the fp16
 ONNX keeps in float32 on purpose (a drawn background's read-out and its comparisons with z: an image drawn
 near an interval's edge could flip), so it is not used. `plan_precision` is that choice as a pure function; the
 builder only applies what it returns.
+
+TF32: TensorRT enables BuilderFlag.TF32 by default, which lets float32 convolutions and matrix products
+round their inputs to 10-bit mantissas; an "fp32" engine would then not be float32. It is cleared for
+every build unless `--tf32` asks for it (for fp16 builds it governs the float32 islands of the fp16 ONNX),
+and the record lists the flags the builder config really had, read back from it.
+
+Timing cache: `set_timing_cache` returns False for a cache it cannot use (written on another GPU or
+TensorRT release); the build then starts from an empty cache, which replaces the file afterwards.
 
 Output: `engines/<gpu-slug>-trt<major.minor.patch>/{encoder,generator}.plan` and `engines.json` beside them;
 the same record is appended (replacing one for the same directory) to the `engines` list of s2i.json.
@@ -19,16 +27,19 @@ Engine record (engines.json, and each entry of s2i.json "engines"); all paths re
     compute_capability  "9.0" (engines only run on this compute capability and this TensorRT version)
     precision           "fp32" | "fp16"
     onnx_sources        {"encoder": "encoder.onnx" | "encoder.fp16.onnx", "generator": ...}
-    builder_flags       names of tensorrt.BuilderFlag set ([] for the precisions s2i builds)
+    builder_flags       names of tensorrt.BuilderFlag the builder config had set for the build, read back from
+                        it ([] unless --tf32, which gives ["TF32"]); tf32 true | false
     network_flags       names of tensorrt.NetworkDefinitionCreationFlag set: ["STRONGLY_TYPED"] for fp16, else []
     io_dtype            "float32": every engine input/output keeps the ONNX float32 (lengths int64)
     profiles            {"encoder": {"mel": {"min": [1, 40, 64], "opt": [4, 40, 400], "max": [8, 40, 3000]},
                                      "lengths": {"min": [1], "opt": [4], "max": [8]}},
                          "generator": {"embedding": {...}, "z": {...}, "eps": {...}}}
                         one optimisation profile (index 0) per engine; min/opt/max per input
-    max_batch, max_seconds, max_frames, workspace_gb
+    max_batch, max_seconds, max_frames, workspace_gb   (max_frames: the frames of a clip of exactly
+                        max_seconds, 1 + seconds x 100, capped at the model's max_frames)
     build_seconds       {"encoder": s, "generator": s}; built_at (UTC ISO 8601)
-    timing_cache        path of the timing cache used, or null
+    timing_cache        path of the timing cache used, or null; timing_cache_status "reused", "new",
+                        "replaced" (the file's cache did not fit this GPU / TensorRT) or "none"
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import re
 import shutil
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,22 +93,24 @@ class PrecisionPlan:
 
     precision: str  # "fp32" | "fp16"
     onnx_files: dict[str, str]  # component -> bundle file name
-    builder_flags: tuple[str, ...]  # names of tensorrt.BuilderFlag members
+    builder_flags: tuple[str, ...]  # names of tensorrt.BuilderFlag members to set
     network_flags: tuple[str, ...] = ()  # names of tensorrt.NetworkDefinitionCreationFlag members
+    cleared_flags: tuple[str, ...] = ("TF32",)  # BuilderFlag members to clear (TF32 is on by default)
 
 
-def plan_precision(trt_major: int, fp16: bool) -> PrecisionPlan:
-    """The TensorRT 10 / 11 switch (see the module docstring)."""
+def plan_precision(trt_major: int, fp16: bool, tf32: bool = False) -> PrecisionPlan:
+    """The TensorRT 10 / 11 switch and the TF32 choice (see the module docstring)."""
     if trt_major < MIN_TRT_MAJOR:
         raise BackendUnavailable(
             f"TensorRT {trt_major} is too old: s2i needs TensorRT {MIN_TRT_MAJOR} or newer ({INSTALL_HINT})"
         )
     fp32_files = {"encoder": ENCODER_FILE, "generator": GENERATOR_FILE}
+    flags, cleared = (("TF32",), ()) if tf32 else ((), ("TF32",))
     if not fp16:
-        return PrecisionPlan("fp32", fp32_files, ())
+        return PrecisionPlan("fp32", fp32_files, flags, (), cleared)
     # Strongly typed: the fp16 ONNX carries the precision, its float32 islands included.
-    return PrecisionPlan("fp16", {"encoder": ENCODER_FP16_FILE, "generator": GENERATOR_FP16_FILE}, (),
-                         ("STRONGLY_TYPED",))
+    return PrecisionPlan("fp16", {"encoder": ENCODER_FP16_FILE, "generator": GENERATOR_FP16_FILE}, flags,
+                         ("STRONGLY_TYPED",), cleared)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +133,11 @@ def batch_range(max_batch: int) -> tuple[int, int, int]:
 
 
 def max_frames_for(max_seconds: float, spec: FrontendSpec) -> int:
-    """Frames of `max_seconds` of audio: seconds x 100 at the paper's 10 ms hop."""
+    """Frames of a clip of exactly `max_seconds`, as the front end counts them (a centred clip of N s has
+    N x 100 + 1 frames at the 10 ms hop), capped at the model's max_frames, which no input may pass anyway."""
     if not max_seconds > 0:
         raise InputError(f"--max-seconds must be positive (got {max_seconds})")
-    frames = int(round(max_seconds * spec.sample_rate / spec.hop_length))
+    frames = min(spec.num_frames(int(round(max_seconds * spec.sample_rate))), spec.max_frames)
     if frames < spec.min_frames:
         raise InputError(
             f"--max-seconds {max_seconds} gives {frames} frames, fewer than the model's minimum {spec.min_frames}"
@@ -254,6 +269,7 @@ class EngineRequest:
     max_seconds: float = 30.0
     workspace_gb: float = 4.0
     timing_cache: Path | None = None
+    tf32: bool = False
 
     def validate(self) -> None:
         batch_range(self.max_batch)
@@ -280,8 +296,11 @@ def engine_record(
     gpu: GpuInfo,
     build_seconds: dict[str, float],
     built_at: str,
+    builder_flags: list[str] | None = None,
+    timing_cache_status: str = "none",
 ) -> dict[str, Any]:
-    """The engines.json record (fields in the module docstring)."""
+    """The engines.json record (fields in the module docstring). `builder_flags` are the flags read back
+    from the builder config (default: the ones the plan sets)."""
     directory = engine_dir(gpu.name, trt_version)
     return {
         "dir": directory,
@@ -292,7 +311,8 @@ def engine_record(
         "compute_capability": gpu.compute_capability,
         "precision": plan.precision,
         "onnx_sources": dict(plan.onnx_files),
-        "builder_flags": list(plan.builder_flags),
+        "builder_flags": sorted(plan.builder_flags if builder_flags is None else builder_flags),
+        "tf32": "TF32" in (plan.builder_flags if builder_flags is None else builder_flags),
         "network_flags": list(plan.network_flags),
         "io_dtype": "float32",
         "profiles": {c: {name: r.to_dict() for name, r in p.items()} for c, p in profiles.items()},
@@ -303,6 +323,7 @@ def engine_record(
         "build_seconds": {c: round(s, 3) for c, s in build_seconds.items()},
         "built_at": built_at,
         "timing_cache": str(request.timing_cache) if request.timing_cache is not None else None,
+        "timing_cache_status": timing_cache_status,
     }
 
 
@@ -328,7 +349,8 @@ def require_onnx_files(bundle: Bundle, plan: PrecisionPlan) -> dict[str, Path]:
 class _TrtBuilder:
     """The real TensorRT calls (TensorRT 10/11 Python API); only runs with TensorRT and a GPU."""
 
-    def __init__(self, trt: Any, workspace_bytes: int, cache_bytes: bytes) -> None:
+    def __init__(self, trt: Any, workspace_bytes: int, cache_bytes: bytes,
+                 progress: Callable[[str], None] = lambda _msg: None) -> None:
         self.trt = trt
         self.logger = trt.Logger(trt.Logger.WARNING)
         try:
@@ -337,13 +359,31 @@ class _TrtBuilder:
             raise BackendUnavailable(f"TensorRT cannot initialise CUDA ({exc}); {INSTALL_HINT}") from None
         self.workspace_bytes = workspace_bytes
         self.cache_bytes = cache_bytes
+        self.cache_status = "reused" if cache_bytes else "new"
+        self.progress = progress
+        self.flags_used: list[str] = []
 
-    def build(self, onnx_path: Path, profile: dict[str, ShapeRange], flags: tuple[str, ...],
-              network_flags: tuple[str, ...] = ()) -> bytes:
+    def _attach_timing_cache(self, config: Any) -> Any | None:
+        """The cache attached to `config` (keep it alive until the build ends), or None without one."""
+        cache = config.create_timing_cache(self.cache_bytes)
+        # ignore_mismatch=False: a cache from another device or version is refused, not combined.
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache
+        if self.cache_bytes:
+            self.progress("the timing cache does not fit this GPU / TensorRT release; building with a new one")
+            self.cache_bytes, self.cache_status = b"", "replaced"
+            cache = config.create_timing_cache(b"")
+            if cache is not None and config.set_timing_cache(cache, False):
+                return cache
+        self.progress("TensorRT refused an empty timing cache; building without one")
+        self.cache_status = "none"
+        return None
+
+    def build(self, onnx_path: Path, profile: dict[str, ShapeRange], plan: PrecisionPlan) -> bytes:
         trt = self.trt
         # Explicit batch is the only mode since TensorRT 10, so it needs no flag.
         creation = 0
-        for name in network_flags:
+        for name in plan.network_flags:
             creation |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
         network = self.builder.create_network(creation)
         parser = trt.OnnxParser(network, self.logger)
@@ -353,11 +393,12 @@ class _TrtBuilder:
             raise S2IError(f"TensorRT could not parse {onnx_path.name}: {errors}")
         config = self.builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_bytes)
-        for flag in flags:
+        for flag in plan.cleared_flags:
+            config.clear_flag(getattr(trt.BuilderFlag, flag))
+        for flag in plan.builder_flags:
             config.set_flag(getattr(trt.BuilderFlag, flag))
-        cache = config.create_timing_cache(self.cache_bytes)
-        # ignore_mismatch=False: a cache from another device or version is not combined.
-        config.set_timing_cache(cache, False)
+        self.flags_used = enabled_flags(trt, config)
+        cache = self._attach_timing_cache(config)
         optimisation = self.builder.create_optimization_profile()
         for i in range(network.num_inputs):
             name = network.get_input(i).name
@@ -369,8 +410,18 @@ class _TrtBuilder:
         serialized = self.builder.build_serialized_network(network, config)
         if serialized is None:
             raise S2IError(f"TensorRT failed to build an engine from {onnx_path.name} (see its log above)")
-        self.cache_bytes = bytes(config.get_timing_cache().serialize())
+        if cache is not None:
+            built = config.get_timing_cache()
+            if built is not None:
+                self.cache_bytes = bytes(built.serialize())
         return bytes(serialized)
+
+
+def enabled_flags(trt: Any, config: Any) -> list[str]:
+    """Names of the BuilderFlag members set on `config`: what the build really uses."""
+    with warnings.catch_warnings():  # reading a deprecated member's state is not using it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return sorted(name for name, flag in trt.BuilderFlag.__members__.items() if config.get_flag(flag))
 
 
 def build_engines(
@@ -387,28 +438,29 @@ def build_engines(
     profiles = engine_profiles(bundle, request)
     trt, gpu = check_prerequisites(importer, gpu_probe)
     trt_version = str(trt.__version__)
-    plan = plan_precision(trt_major_of(trt_version), request.fp16)
+    plan = plan_precision(trt_major_of(trt_version), request.fp16, request.tf32)
     onnx_paths = require_onnx_files(bundle, plan)
 
     cache_bytes = b""
     if request.timing_cache is not None and request.timing_cache.is_file():
         cache_bytes = request.timing_cache.read_bytes()
-    builder = _TrtBuilder(trt, int(request.workspace_gb * (1 << 30)), cache_bytes)
+    builder = _TrtBuilder(trt, int(request.workspace_gb * (1 << 30)), cache_bytes, progress)
     plans: dict[str, bytes] = {}
     seconds: dict[str, float] = {}
     for component in COMPONENTS:
         progress(f"building {component} ({plan.precision}, TensorRT {trt_version}, {gpu.name})")
         start = time.perf_counter()
-        plans[component] = builder.build(onnx_paths[component], profiles[component], plan.builder_flags,
-                                         plan.network_flags)
+        plans[component] = builder.build(onnx_paths[component], profiles[component], plan)
         seconds[component] = time.perf_counter() - start
 
     record = engine_record(
         bundle=bundle, request=request, plan=plan, profiles=profiles, trt_version=trt_version, gpu=gpu,
         build_seconds=seconds, built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        builder_flags=builder.flags_used,
+        timing_cache_status=builder.cache_status if request.timing_cache is not None else "none",
     )
     write_engine_files(bundle, record, plans)
-    if request.timing_cache is not None:
+    if request.timing_cache is not None and builder.cache_bytes:
         atomic_write_bytes(request.timing_cache, builder.cache_bytes)
     return record
 

@@ -129,12 +129,13 @@ class Pipeline:
     @classmethod
     def load(cls, bundle: str | os.PathLike | Bundle | None = None, backend: str = "auto", device: str = "auto",
              *, batch_size: int = 8, max_wait_ms: float | None = None, threads: int = 0,
-             precision: str = "fp32") -> Pipeline:
+             precision: str = "auto") -> Pipeline:
         """Open a bundle (None = the default model shipped with the runtime) on a backend.
 
         `max_wait_ms` turns on the dynamic batcher: requests from concurrent `generate` calls are merged
         into batches of up to `batch_size` inputs, waiting at most that long for company.
-        `threads` is ONNX Runtime's intra-op thread count (0 = all physical cores).
+        `threads` is ONNX Runtime's intra-op thread count (0 = all physical cores). `precision` "fp32" or
+        "fp16" binds the backend (TensorRT engines included); "auto" = TensorRT's best engine, ONNX fp32.
         """
         check_int("threads", threads, 0, MAX_THREADS)
         check_int("batch size", batch_size, 1, MAX_BATCH_SIZE)
@@ -256,7 +257,7 @@ class Pipeline:
         inputs = as_input_list(inputs)
         feats = [self.features(s, input_label(s, i), sample_rate=sample_rate) for i, s in enumerate(inputs)]
         out = np.empty((len(feats), self.bundle.dims.embedding_dim), dtype=np.float32)
-        for batch in plan_batches([f.shape[1] for f in feats], self.batch_size, spec.min_frames, spec.max_frames):
+        for batch in plan_batches([f.shape[1] for f in feats], self.batch_size, spec.min_frames, self._max_width()):
             mel, lengths = pad_features([feats[i] for i in batch.indices], batch.width, spec.pad_value)
             out[list(batch.indices)] = self.backend.encode(mel, lengths)
         return out
@@ -313,11 +314,16 @@ class Pipeline:
 
     # -- the models, on any mix of inputs ------------------------------------------------------------
 
+    def _max_width(self) -> int:
+        """Widest padded batch: the model's max_frames, or less where the backend's engine profile ends."""
+        limit = self.bundle.frontend.max_frames
+        return limit if self.backend.frame_range is None else min(limit, self.backend.frame_range[1])
+
     def _run_batch(self, items: list[_Work]) -> list[np.ndarray | S2IError]:
         spec = self.bundle.frontend
         results: list[Any] = [None] * len(items)
         for batch in plan_batches([w.features.shape[1] for w in items], self.batch_size,
-                                  spec.min_frames, spec.max_frames):
+                                  spec.min_frames, self._max_width()):
             chosen = [items[i] for i in batch.indices]
             mel, lengths = pad_features([w.features for w in chosen], batch.width, spec.pad_value)
             counts = np.array([w.z.shape[0] for w in chosen], dtype=np.int64)

@@ -35,13 +35,31 @@ def test_plan_precision_switches_on_the_major_version():
         trtb.plan_precision(8, True)
 
 
+def test_tf32_is_cleared_unless_asked_for():
+    for fp16 in (False, True):
+        plan = trtb.plan_precision(10, fp16)
+        assert plan.cleared_flags == ("TF32",) and plan.builder_flags == ()
+        plan = trtb.plan_precision(11, fp16, tf32=True)
+        assert plan.cleared_flags == () and plan.builder_flags == ("TF32",)
+
+
+def test_max_frames_for_counts_the_frames_of_a_clip_of_exactly_that_length():
+    spec = FrontendSpec()
+    assert trtb.max_frames_for(10.0, spec) == 1001  # 1 + 160000 // 160: centred framing
+    assert trtb.max_frames_for(2.0, spec) == 201
+    assert trtb.max_frames_for(30.0, spec) == 3000  # 3001, but no input may pass the model's max_frames
+    assert trtb.max_frames_for(10.0, FrontendSpec(center=False)) == 998  # 1 + (160000 - 400) // 160
+    for seconds in (0.7, 2.0, 9.99, 10.0, 17.3):
+        assert trtb.max_frames_for(seconds, spec) == spec.num_frames(int(round(seconds * spec.sample_rate)))
+
+
 def test_profiles():
     spec = FrontendSpec()
     enc = trtb.encoder_profile(8, 30.0, spec)
     assert enc["mel"] == trtb.ShapeRange((1, 40, 64), (4, 40, 400), (8, 40, 3000))
     assert enc["lengths"] == trtb.ShapeRange((1,), (4,), (8,))
     short = trtb.encoder_profile(1, 2.0, spec)  # opt frames never exceed max
-    assert short["mel"] == trtb.ShapeRange((1, 40, 64), (1, 40, 200), (1, 40, 200))
+    assert short["mel"] == trtb.ShapeRange((1, 40, 64), (1, 40, 201), (1, 40, 201))
     assert trtb.batch_range(3) == (1, 2, 3)
     with pytest.raises(InputError, match="max-batch"):
         trtb.batch_range(0)
@@ -128,15 +146,15 @@ def test_engine_record_and_manifest_update(bundle_dir, tmp_path):
     assert record["dir"] == "engines/nvidia-l4-trt10.13.0"
     assert record["plans"] == {"encoder": "engines/nvidia-l4-trt10.13.0/encoder.plan",
                                "generator": "engines/nvidia-l4-trt10.13.0/generator.plan"}
-    assert record["precision"] == "fp16" and record["builder_flags"] == []
+    assert record["precision"] == "fp16" and record["builder_flags"] == [] and record["tf32"] is False
     assert record["network_flags"] == ["STRONGLY_TYPED"]
     assert record["onnx_sources"]["encoder"] == ENCODER_FP16_FILE
     assert record["compute_capability"] == "8.9" and record["trt_major"] == 10
-    assert record["profiles"]["encoder"]["mel"] == {"min": [1, 40, 64], "opt": [2, 40, 400], "max": [4, 40, 2000]}
+    assert record["profiles"]["encoder"]["mel"] == {"min": [1, 40, 64], "opt": [2, 40, 400], "max": [4, 40, 2001]}
     assert record["profiles"]["generator"]["embedding"]["max"] == [4, EMBEDDING_DIM]
     assert record["profiles"]["generator"]["z"]["min"] == [1, Z_DIM]
     assert record["profiles"]["generator"]["eps"]["opt"] == [2, CA_DIM]
-    assert record["max_frames"] == 2000 and record["build_seconds"]["encoder"] == 1.235
+    assert record["max_frames"] == 2001 and record["build_seconds"]["encoder"] == 1.235
 
     # plans are opaque bytes to the writer; these stand in for real ones only to test the file layout
     trtb.write_engine_files(bundle, record, {"encoder": b"plan-e", "generator": b"plan-g"})
@@ -150,6 +168,108 @@ def test_engine_record_and_manifest_update(bundle_dir, tmp_path):
     assert other["onnx_sources"]["encoder"] == ENCODER_FP16_FILE and other["network_flags"] == ["STRONGLY_TYPED"]
     trtb.write_engine_files(load_bundle(copy), other, {"encoder": b"e", "generator": b"g"})
     assert [e["dir"] for e in load_bundle(copy).engines] == [record["dir"], other["dir"]]
+
+
+# -- the builder's calls, on a recording stand-in for TensorRT (tests/fake_tensorrt.py) ---------------
+# It mirrors TensorRT's documented defaults and return values; it checks our calls, not TensorRT.
+
+FAKE_GPU = trtb.GpuInfo("Fake GPU", "8.6")
+
+
+@pytest.fixture
+def bundle_copy(bundle_dir, tmp_path):
+    import shutil
+
+    return shutil.copytree(bundle_dir, tmp_path / "bundle")
+
+
+def _fake_build(bundle, trt, **request):
+    return trtb.build_engines(bundle, trtb.EngineRequest(**{"max_batch": 4, "max_seconds": 10.0, **request}),
+                              importer=lambda: trt, gpu_probe=lambda: FAKE_GPU)
+
+
+def test_fp32_build_clears_tf32_and_records_the_flags_it_really_had(bundle_copy):
+    from fake_tensorrt import FakeTensorRT
+
+    trt = FakeTensorRT()
+    record = _fake_build(bundle_copy, trt)
+    assert record["builder_flags"] == [] and record["tf32"] is False and record["precision"] == "fp32"
+    for config in trt.configs:  # one per engine; TF32 was on by default and is cleared before the build
+        assert ("clear_flag", "TF32") in config.calls and not config.flags
+    plan = json.loads((bundle_copy / record["plans"]["encoder"]).read_bytes())
+    assert plan["builder_flags"] == [] and plan["profile"]["mel"]["max"] == [4, 40, 1001]
+
+    record = _fake_build(bundle_copy, trt, tf32=True)
+    assert record["builder_flags"] == ["TF32"] and record["tf32"] is True
+    assert load_bundle(bundle_copy).engines == [record]
+
+
+def test_cli_passes_tf32(bundle_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    seen = {}
+
+    def fake_build(bundle, request, progress):
+        seen["request"] = request
+        return {"precision": "fp32", "gpu": "Fake GPU", "trt_version": "10.13.0", "dir": "engines/x",
+                "build_seconds": {"encoder": 1.0}}
+
+    monkeypatch.setattr(trtb, "build_engines", fake_build)
+    result = CliRunner().invoke(app, ["build-engine", str(bundle_dir), "--tf32", "--max-seconds", "10"])
+    assert result.exit_code == 0, result.output
+    assert seen["request"].tf32 is True and seen["request"].max_seconds == 10.0
+
+
+def test_a_timing_cache_from_another_gpu_is_replaced_not_fatal(bundle_copy, tmp_path):
+    from fake_tensorrt import FakeTensorRT
+
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"fake-timing-cache|Some Other GPU|7")
+    messages = []
+    record = trtb.build_engines(bundle_copy, trtb.EngineRequest(max_batch=2, max_seconds=5.0, timing_cache=cache),
+                                importer=lambda: FakeTensorRT(), gpu_probe=lambda: FAKE_GPU, progress=messages.append)
+    assert record["timing_cache_status"] == "replaced"
+    assert any("does not fit this GPU" in m for m in messages)
+    assert cache.read_bytes() == b"fake-timing-cache|Fake GPU|2"  # one entry per engine built, this GPU's
+    record = trtb.build_engines(bundle_copy, trtb.EngineRequest(max_batch=2, max_seconds=5.0, timing_cache=cache),
+                                importer=lambda: FakeTensorRT(), gpu_probe=lambda: FAKE_GPU)
+    assert record["timing_cache_status"] == "reused" and cache.read_bytes() == b"fake-timing-cache|Fake GPU|4"
+
+
+def test_builder_failing_cuda_init_is_backend_unavailable(bundle_copy):
+    from fake_tensorrt import FakeTensorRT
+
+    with pytest.raises(BackendUnavailable, match="cannot initialise CUDA"):
+        _fake_build(bundle_copy, FakeTensorRT(fail_cuda_init=True))
+
+
+def test_stand_in_engines_run_a_clip_of_exactly_max_seconds(bundle_copy, monkeypatch):
+    """Export's profile and the runtime's batching agree: clips of 9.93-10 s in one batch fit --max-seconds 10."""
+    import numpy as np
+    from bundle_factory import tone
+    from fake_pycuda import FakeCuda
+    from fake_tensorrt import FakeTensorRT
+
+    from s2i_runtime import Pipeline
+    from s2i_runtime.backends import tensorrt_backend
+    from s2i_runtime.cuda import frontend_cuda
+
+    cuda = FakeCuda(name=FAKE_GPU.name)
+    trt = FakeTensorRT(cuda)
+    _fake_build(bundle_copy, trt)
+    cuda.module_from_buffer = lambda data: (_ for _ in ()).throw(cuda.Error("no kernels on the stand-in"))
+    monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt_backend, "import_pycuda", lambda: cuda)
+    monkeypatch.setattr(frontend_cuda, "_import_pycuda", lambda: cuda)
+    clips = [tone(10.0, 440.0), tone(9.96, 700.0, seed=1), tone(9.93, 300.0, seed=2), tone(2.0, 900.0, seed=3)]
+    with Pipeline.load(bundle_copy, backend="tensorrt", batch_size=4, precision="fp32") as pipe:
+        assert pipe.backend.frame_range[1] == 1001
+        got = pipe.generate_arrays(clips, seed=5, num_images=2)
+    with Pipeline.load(bundle_copy, backend="onnxruntime", device="cpu") as reference:
+        want = reference.generate_arrays(clips, seed=5, num_images=2)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert trt.violations == [] and cuda.leaks == [] and cuda.live_bytes() == 0
 
 
 @pytest.mark.gpu
@@ -197,7 +317,10 @@ def test_build_real_engines_on_the_gpu(bundle_dir, tmp_path):
             assert context.execute_async_v3(stream.cuda_stream)
             stream.synchronize()
             outputs[component] = out.cpu().numpy()
-        tol = 5e-2 if fp16 else 1e-3
+        tol = 5e-2 if fp16 else 1e-4  # fp32 is float32 throughout: TF32 is cleared (record["tf32"])
+        assert record["tf32"] is False and "TF32" not in record["builder_flags"]
         assert np.isfinite(outputs["image"]).all()
         assert np.abs(outputs["embedding"] - emb_ref).max() < tol
         assert np.abs(outputs["image"] - img_ref).mean() < tol
+        if not fp16:
+            assert np.abs(outputs["image"] - img_ref).max() < tol

@@ -159,35 +159,55 @@ def _stage(timings: Any, name: str):
     return timings.measure(name) if timings is not None else _NoStage()
 
 
+PRECISIONS = ("auto", "fp32", "fp16")
+
+
 def open_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", *, threads: int = 0,
-                 precision: str = "fp32") -> Backend:
-    """Open the requested backend. `auto`: TensorRT when an engine for this GPU exists and its imports
-    work, else ONNX Runtime on CUDA, else ONNX Runtime on the CPU."""
+                 precision: str = "auto") -> Backend:
+    """Open the requested backend. `auto`: TensorRT when an engine for this GPU exists and TensorRT and CUDA
+    start, else ONNX Runtime on CUDA, else ONNX Runtime on the CPU.
+
+    `precision` binds every backend: "fp32" / "fp16" engines or graphs only; "auto" lets TensorRT take its
+    best engine (fp16 first) and ONNX Runtime the fp32 graphs.
+    """
     if backend not in BACKEND_NAMES:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
     if device not in DEVICE_NAMES:
         raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_NAMES)}")
-    if precision not in ("fp32", "fp16"):
-        raise InputError(f"unknown precision {precision!r}; choose fp32 or fp16")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if backend == "tensorrt":
         if device == "cpu":
             raise InputError("the tensorrt backend runs on CUDA only; use --device cuda or auto")
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(bundle)
+        return TensorRTBackend(bundle, precision=precision)
     notes = []
     if backend == "auto" and device != "cpu":
         if bundle.engines:
-            from .tensorrt_backend import TensorRTBackend
-
-            try:
-                return TensorRTBackend(bundle)
-            except BackendUnavailable as exc:  # no engine for this GPU, or no tensorrt/pycuda
-                notes.append(f"tensorrt not used: {exc}")
+            opened, reason = _try_tensorrt(bundle, precision)
+            if opened is not None:
+                return opened
+            notes.append(f"tensorrt not used: {reason}")
         else:
             notes.append("tensorrt not used: the bundle has no TensorRT engines")
     from .onnxruntime_backend import OnnxRuntimeBackend
 
-    chosen = OnnxRuntimeBackend(bundle, device=device, threads=threads, precision=precision)
+    chosen = OnnxRuntimeBackend(bundle, device=device, threads=threads,
+                                precision="fp32" if precision == "auto" else precision)
     chosen.notes[:0] = notes
     return chosen
+
+
+def _try_tensorrt(bundle: Bundle, precision: str) -> tuple[Backend | None, str]:
+    """(the TensorRT backend, "") or (None, why it cannot run here), for `auto` to fall back with."""
+    from .tensorrt_backend import TensorRTBackend
+
+    try:
+        return TensorRTBackend(bundle, precision=precision), ""
+    except BackendUnavailable as exc:  # no engine for this GPU, no tensorrt/pycuda, CUDA failing to start
+        return None, str(exc)
+    except (BundleError, InputError):
+        raise  # a broken engine record is the bundle's fault: say so rather than hide it
+    except Exception as exc:  # CUDA or TensorRT failing in a way they do not announce as unavailability
+        return None, f"{type(exc).__name__}: {exc}"

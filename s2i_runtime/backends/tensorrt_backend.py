@@ -1,13 +1,17 @@
 """TensorRT backend: prebuilt plans from the bundle's `engines` list, pycuda buffers, `execute_async_v3`.
 
-Written against the TensorRT 10/11 Python API (see shared/GPU-API-NOTES.md). Everything that needs the
-GPU is imported lazily; without tensorrt, pycuda or a CUDA device the constructor raises one clear
-BackendUnavailable. The pure parts (engine choice, profile checks) are plain functions, tested on the CPU.
+Written against the TensorRT 10/11 Python API and pycuda (docs/gpu.md). Everything that needs the GPU is
+imported lazily; without tensorrt, pycuda or a CUDA device the constructor raises one clear
+BackendUnavailable. The pure parts (engine choice, profile checks, generator row layout) are plain
+functions, tested on the CPU; the GPU plumbing is tested against recording stand-ins of pycuda and
+TensorRT (tests/fake_pycuda.py, tests/fake_tensorrt.py) and for real by the `gpu` tests.
 
-Contexts: pycuda works in the device's *primary* context (retain_primary_context), the one TensorRT and
-PyTorch use; pycuda.autoinit would create a second context and mixing them gives zeros or
-invalid-resource errors. The context is pushed around every call, because the calling thread (a dynamic
-batcher worker, a web server thread) is not the one that loaded the engines.
+Memory: every device buffer, every page-locked host staging buffer and the stream are allocated once when
+the backend opens, sized by the engine profile's maxima, and freed in close(); a call allocates nothing.
+Calls come from thread pools and the dynamic batcher's worker, and pycuda frees memory only where its
+context is current (s2i_runtime/cuda/context.py), so nothing here is ever left to the garbage collector.
+The primary context is pushed around every call and calls are serialised by a lock: TensorRT execution
+contexts, the staging buffers and the stream are single-user.
 """
 
 from __future__ import annotations
@@ -109,6 +113,23 @@ def engine_limits(entry: dict[str, Any], bundle: Bundle) -> EngineLimits:
     return EngineLimits(max_batch=max_batch, min_frames=shapes["min"][0][2], max_frames=shapes["max"][0][2])
 
 
+# TensorRT requires every tensor address to be 256-byte aligned (IExecutionContext::setTensorAddress).
+ALIGNMENT = 256
+
+
+def row_runs(counts: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
+    """Rows start..stop of np.repeat(arange(len(counts)), counts) as (source row, destination row, rows) runs
+    of consecutive source rows: the device-to-device copies that lay out one generator chunk."""
+    sources = np.repeat(np.arange(len(counts)), np.asarray(counts, dtype=np.int64))[start:stop]
+    runs: list[list[int]] = []
+    for dst, src in enumerate(sources.tolist()):
+        if runs and runs[-1][0] + runs[-1][2] == src:
+            runs[-1][2] += 1
+        else:
+            runs.append([src, dst, 1])
+    return [(src, dst, n) for src, dst, n in runs]
+
+
 def import_tensorrt():
     try:
         import tensorrt
@@ -120,7 +141,7 @@ def import_tensorrt():
 def import_pycuda():
     try:
         import pycuda.driver as cuda
-    except ImportError as exc:  # also raised when libcuda.so.1 (the driver) is missing
+    except (ImportError, OSError) as exc:  # OSError: libcuda.so.1 (the driver) is missing
         raise BackendUnavailable(f"pycuda is not importable ({exc}); {INSTALL_HINT}") from None
     return cuda
 
@@ -138,9 +159,22 @@ def detect_gpu(cuda, index: int = 0) -> GpuDevice:
 
 
 class _Plan:
-    """One deserialised engine with its execution context and device buffers sized for profile maxima."""
+    """One deserialised engine with its execution context, and a device buffer plus a page-locked host
+    staging buffer for every I/O tensor, sized for the profile maxima. Built and freed inside the context."""
 
     def __init__(self, trt, cuda, runtime, path, role: str, bundle: Bundle, stream) -> None:
+        self.role = role
+        self.buffers: dict[str, Any] = {}
+        self.host: dict[str, np.ndarray] = {}
+        self.context = self.engine = None
+        try:
+            self._open(trt, cuda, runtime, path, bundle, stream)
+        except BaseException:
+            self.free()  # here, in the context, rather than whenever the traceback is collected
+            raise
+
+    def _open(self, trt, cuda, runtime, path, bundle: Bundle, stream) -> None:
+        role = self.role
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -154,7 +188,6 @@ class _Plan:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise BackendUnavailable(f"{path}: cannot create an execution context (out of GPU memory?)")
-        self.role = role
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -171,13 +204,22 @@ class _Plan:
         self.context.set_optimization_profile_async(0, stream.handle)
         self.max_shapes = {n: tuple(engine.get_tensor_profile_shape(n, 0)[2]) for n in self.inputs}
         for name in self.inputs:
-            self.context.set_input_shape(name, self.max_shapes[name])
+            if not self.context.set_input_shape(name, self.max_shapes[name]):
+                raise BackendUnavailable(f"{path}: TensorRT refused the profile maximum of '{name}'")
         out_max = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
-        self.buffers = {}
         for name, shape in {**self.max_shapes, **out_max}.items():
-            nbytes = int(np.prod(shape)) * self.dtypes[name].itemsize
-            self.buffers[name] = cuda.mem_alloc(max(nbytes, 1))
-            self.context.set_tensor_address(name, int(self.buffers[name]))
+            count = max(int(np.prod(shape)), 1)
+            self.buffers[name] = cuda.mem_alloc(count * self.dtypes[name].itemsize)
+            self.host[name] = cuda.pagelocked_empty(count, self.dtypes[name])
+            self.bind(name, int(self.buffers[name]))
+
+    def bind(self, name: str, address: int) -> None:
+        if address % ALIGNMENT:
+            raise BackendUnavailable(
+                f"{self.role}: address {address:#x} of '{name}' is not {ALIGNMENT}-byte aligned, as TensorRT requires"
+            )
+        if not self.context.set_tensor_address(name, address):
+            raise BackendUnavailable(f"{self.role}: TensorRT refused the device address of '{name}'")
 
     def set_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
         for name, shape in shapes.items():
@@ -187,9 +229,32 @@ class _Plan:
             if not self.context.set_input_shape(name, tuple(int(s) for s in shape)):
                 raise InputError(f"{self.role}: TensorRT refused input '{name}' of shape {shape}")
 
+    def upload(self, cuda, name: str, array: np.ndarray, stream) -> None:
+        """Queue host `array` -> the tensor's device buffer, through its page-locked staging buffer."""
+        staging = self.host[name][: array.size]
+        staging[...] = array.reshape(-1)
+        cuda.memcpy_htod_async(self.buffers[name], staging, stream)
+
+    def download(self, cuda, name: str, shape: tuple[int, ...], stream) -> np.ndarray:
+        """Queue the tensor's device buffer -> its staging buffer; the view is valid after the stream syncs."""
+        staging = self.host[name][: int(np.prod(shape))]
+        cuda.memcpy_dtoh_async(staging, self.buffers[name], stream)
+        return staging.reshape(shape)
+
     def execute(self, stream) -> None:
         if not self.context.execute_async_v3(stream.handle):
             raise BackendUnavailable(f"TensorRT {self.role} execution failed (see the TensorRT log)")
+
+    def free(self) -> None:
+        """Release buffers and TensorRT objects; call inside the context they were made in."""
+        from ..cuda.context import free_pinned
+
+        for buffer in self.buffers.values():
+            buffer.free()
+        for array in self.host.values():
+            free_pinned(array)
+        self.buffers, self.host = {}, {}
+        self.context = self.engine = None
 
 
 class TensorRTBackend(Backend):
@@ -199,6 +264,7 @@ class TensorRTBackend(Backend):
     def __init__(self, bundle: Bundle, precision: str = "auto", device_index: int = 0) -> None:
         self.notes = []
         self.bundle = bundle
+        self._plans = None
         if not bundle.engines:
             raise BackendUnavailable(
                 f"{bundle.path}: the bundle has no TensorRT engines; build one with "
@@ -219,22 +285,29 @@ class TensorRTBackend(Backend):
         self.frame_range = (limits.min_frames, limits.max_frames)
         self._cuda = cuda
         self._lock = threading.Lock()
-        self._ctx = cuda.Device(device_index).retain_primary_context()
-        self._ctx.push()
+        from ..cuda.context import PrimaryContext
+
+        self._context = PrimaryContext(cuda, device_index)
+        plans: dict[str, _Plan] = {}
         try:
-            self._logger = trt.Logger(trt.Logger.WARNING)
-            self._runtime = trt.Runtime(self._logger)
-            self._stream = cuda.Stream()
-            self._plans = {
-                role: _Plan(trt, cuda, self._runtime, bundle.file(entry["plans"][role]), role, bundle, self._stream)
-                for role in COMPONENTS
-            }
-            # Embedding rows for the generator (repeated per image, device-to-device); grows on demand.
-            self._repeat, self._repeat_rows = None, 0
+            with self._context.active():
+                self._logger = trt.Logger(trt.Logger.WARNING)
+                try:
+                    self._runtime = trt.Runtime(self._logger)
+                except (TypeError, RuntimeError) as exc:  # CUDA init failure -> "factory function returned nullptr"
+                    raise BackendUnavailable(f"TensorRT cannot initialise CUDA ({exc})") from None
+                self._stream = cuda.Stream()
+                for role in COMPONENTS:
+                    plans[role] = _Plan(trt, cuda, self._runtime, bundle.file(entry["plans"][role]), role, bundle,
+                                        self._stream)
         except BaseException:
-            self._ctx.pop()
+            with self._context.active():
+                for plan in plans.values():
+                    plan.free()
+                self._stream = self._runtime = None
+            self._context.release()
             raise
-        self._ctx.pop()
+        self._plans = plans
         self._frontend = None
         self._init_cuda_frontend(device_index)
 
@@ -243,14 +316,16 @@ class TensorRTBackend(Backend):
         try:
             from ..cuda.frontend_cuda import CudaLogMel
 
-            self._frontend = CudaLogMel(self.bundle.frontend, device_index)
+            # Sized once for the longest clip the model takes: one utterance at a time comes here.
+            self._frontend = CudaLogMel(self.bundle.frontend, device_index,
+                                        reserve=(1, self.bundle.frontend.max_frames))
         except Exception as exc:  # ImportError, BackendUnavailable, a driver refusing the PTX
             self.notes.append(f"CUDA front end not used ({type(exc).__name__}: {exc}); numpy front end")
 
     def logmel(self, audio: np.ndarray, spec) -> np.ndarray:
         if self._frontend is None or spec != self.bundle.frontend:
             return super().logmel(audio, spec)
-        # CudaLogMel pushes the primary context and serialises its own calls.
+        # CudaLogMel pushes the primary context and serialises its own calls; its buffers are reused.
         features, lengths = self._frontend.logmel_batch([audio])
         return np.ascontiguousarray(features[0][:, : int(lengths[0])], dtype=np.float32)
 
@@ -258,79 +333,75 @@ class TensorRTBackend(Backend):
 
     def _run(self, mel, lengths, rows_source, counts, z, eps, max_rows, want_embedding, timings=None):
         cuda, stream = self._cuda, self._stream
-        enc, gen = self._plans["encoder"], self._plans["generator"]
+        enc = self._plans["encoder"]
         mel_name, len_name = ENCODER_INPUTS
         (emb_out,) = ENCODER_OUTPUTS
+        with self._lock, self._context.active():
+            if mel is not None:
+                with _stage(timings, "encoder"):
+                    enc.set_shapes({mel_name: mel.shape, len_name: lengths.shape})
+                    enc.upload(cuda, mel_name, np.asarray(mel, dtype=np.float32), stream)
+                    enc.upload(cuda, len_name, np.asarray(lengths, dtype=np.int64), stream)
+                    enc.execute(stream)
+                    if want_embedding:
+                        embedding = enc.download(cuda, emb_out, (mel.shape[0], self.bundle.dims.embedding_dim),
+                                                 stream)
+                    stream.synchronize()
+                if want_embedding:
+                    return embedding.copy()  # the staging buffer is reused by the next call
+            if z is None:
+                return None
+            with _stage(timings, "generator"):
+                return self._generate_rows(rows_source, counts, z, eps, max_rows)
+
+    def _generate_rows(self, rows_source, counts, z, eps, max_rows) -> np.ndarray:
+        """Generator on all rows, in chunks of at most max_rows; called with the lock held and the context active.
+
+        Rows are the caller's embeddings (`rows_source`) or the encoder's output rows repeated by `counts`.
+        """
+        cuda, stream, gen = self._cuda, self._stream, self._plans["generator"]
         emb_in, z_name, eps_name = GENERATOR_INPUTS
         (image_name,) = GENERATOR_OUTPUTS
-        embedding_bytes = self.bundle.dims.embedding_dim * 4
-        with self._lock:
-            self._ctx.push()
-            try:
-                embedding_ptr = None
-                if mel is not None:
-                    mel = np.ascontiguousarray(mel, dtype=np.float32)
-                    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-                    with _stage(timings, "encoder"):
-                        enc.set_shapes({mel_name: mel.shape, len_name: lengths.shape})
-                        cuda.memcpy_htod_async(enc.buffers[mel_name], mel, stream)
-                        cuda.memcpy_htod_async(enc.buffers[len_name], lengths, stream)
-                        enc.execute(stream)
-                        stream.synchronize()
-                    embedding_ptr = int(enc.buffers[emb_out])
-                    if want_embedding:
-                        host = cuda.pagelocked_empty((mel.shape[0], self.bundle.dims.embedding_dim), np.float32)
-                        cuda.memcpy_dtoh_async(host, enc.buffers[emb_out], stream)
-                        stream.synchronize()
-                        return np.array(host)
-                if z is None:
-                    return None
-                total = z.shape[0]
-                with _stage(timings, "generator"):
-                    if rows_source is not None:  # embeddings given by the caller: one upload
-                        source = np.ascontiguousarray(rows_source, dtype=np.float32)
-                        cuda.memcpy_htod_async(self._rows_buffer(total), source, stream)
-                        rows_ptr = int(self._repeat)
-                    elif np.all(counts == 1):
-                        rows_ptr = embedding_ptr  # the encoder's output is the generator's input as is
-                    else:
-                        self._rows_buffer(total)
-                        row = 0
-                        for i, count in enumerate(counts):
-                            for _ in range(int(count)):
-                                cuda.memcpy_dtod_async(int(self._repeat) + row * embedding_bytes,
-                                                       embedding_ptr + i * embedding_bytes, embedding_bytes, stream)
-                                row += 1
-                        rows_ptr = int(self._repeat)
-                    z = np.ascontiguousarray(z, dtype=np.float32)
-                    eps = np.ascontiguousarray(eps, dtype=np.float32)
-                    size = self.bundle.dims.image_size
-                    out = cuda.pagelocked_empty((total, 3, size, size), np.float32)
-                    chunk = min(max_rows, self.max_batch)
-                    for start in range(0, total, chunk):
-                        stop = min(total, start + chunk)
-                        rows = stop - start
-                        gen.set_shapes({emb_in: (rows, self.bundle.dims.embedding_dim),
-                                        z_name: (rows, z.shape[1]), eps_name: (rows, eps.shape[1])})
-                        gen.context.set_tensor_address(emb_in, rows_ptr + start * embedding_bytes)
-                        cuda.memcpy_htod_async(gen.buffers[z_name], z[start:stop], stream)
-                        cuda.memcpy_htod_async(gen.buffers[eps_name], eps[start:stop], stream)
-                        gen.execute(stream)
-                        cuda.memcpy_dtoh_async(out[start:stop], gen.buffers[image_name], stream)
-                        stream.synchronize()
-                    gen.context.set_tensor_address(emb_in, int(gen.buffers[emb_in]))
-                return np.array(out)
-            finally:
-                self._ctx.pop()
+        dims = self.bundle.dims
+        total = z.shape[0]
+        out = np.empty((total, 3, dims.image_size, dims.image_size), dtype=np.float32)
+        chunk = min(max_rows, self.max_batch)
+        for start in range(0, total, chunk):
+            stop = min(total, start + chunk)
+            rows = stop - start
+            gen.set_shapes({emb_in: (rows, dims.embedding_dim), z_name: (rows, z.shape[1]),
+                            eps_name: (rows, eps.shape[1])})
+            if rows_source is not None:
+                gen.upload(cuda, emb_in, np.asarray(rows_source[start:stop], dtype=np.float32), stream)
+                gen.bind(emb_in, int(gen.buffers[emb_in]))
+            else:
+                gen.bind(emb_in, self._lay_out_rows(counts, start, stop))
+            gen.upload(cuda, z_name, np.asarray(z[start:stop], dtype=np.float32), stream)
+            gen.upload(cuda, eps_name, np.asarray(eps[start:stop], dtype=np.float32), stream)
+            gen.execute(stream)
+            images = gen.download(cuda, image_name, (rows, 3, dims.image_size, dims.image_size), stream)
+            stream.synchronize()
+            out[start:stop] = images
+        return out
 
-    def _rows_buffer(self, rows: int):
-        if rows > self._repeat_rows:
-            if self._repeat is not None:
-                self._stream.synchronize()
-                self._repeat.free()
-            self._repeat = self._cuda.mem_alloc(rows * self.bundle.dims.embedding_dim * 4)
-            self._repeat_rows = rows
-        return self._repeat
+    def _lay_out_rows(self, counts, start: int, stop: int) -> int:
+        """Device address of generator rows start..stop (encoder rows repeated by counts), 256-byte aligned.
+
+        The encoder's output serves as it is when the chunk is one run of its rows starting at an aligned
+        address; otherwise the rows are copied device-to-device into the generator's own input buffer (an
+        offset into the encoder output is only 256-aligned when row * embedding bytes happens to be).
+        """
+        enc, gen = self._plans["encoder"], self._plans["generator"]
+        row_bytes = self.bundle.dims.embedding_dim * 4
+        source = int(enc.buffers[ENCODER_OUTPUTS[0]])
+        runs = row_runs(counts, start, stop)
+        if len(runs) == 1 and (source + runs[0][0] * row_bytes) % ALIGNMENT == 0:
+            return source + runs[0][0] * row_bytes
+        target = int(gen.buffers[GENERATOR_INPUTS[0]])
+        for src, dst, n in runs:
+            self._cuda.memcpy_dtod_async(target + dst * row_bytes, source + src * row_bytes, n * row_bytes,
+                                         self._stream)
+        return target
 
     def encode(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         self._check_batch(mel.shape[0])
@@ -358,6 +429,7 @@ class TensorRTBackend(Backend):
             "tensorrt": self.trt_version,
             "engine": self.entry.get("dir"),
             "precision": self.entry.get("precision"),
+            "tf32": self.entry.get("tf32"),
             "max_batch": self.max_batch,
             "frame_range": list(self.frame_range),
             "cuda_frontend": self._frontend is not None,
@@ -368,14 +440,14 @@ class TensorRTBackend(Backend):
         if getattr(self, "_plans", None) is None:
             return
         with self._lock:
-            self._ctx.push()
-            try:
+            if self._plans is None:
+                return
+            with self._context.active():
                 for plan in self._plans.values():
-                    for buffer in plan.buffers.values():
-                        buffer.free()
-                if self._repeat is not None:
-                    self._repeat.free()
+                    plan.free()
                 self._plans = None
-            finally:
-                self._ctx.pop()
-            self._ctx.detach()
+                self._stream = self._runtime = None  # the stream is destroyed here, in its context
+            self._context.release()
+        if self._frontend is not None:
+            self._frontend.close()
+            self._frontend = None

@@ -18,6 +18,11 @@ from ..frontend import FrontendSpec, mel_filterbank, padded_window
 
 PTX_FILE = "logmel.ptx"
 SOURCE_FILE = "logmel.cu"
+# What the shipped PTX declares (docs/gpu.md): Turing (T4) and later GPUs; the PTX ISA of CUDA 12.0,
+# the oldest a driver must understand to JIT it (a driver refuses PTX newer than its own CUDA release).
+PTX_TARGET = "sm_75"
+PTX_ISA = "8.0"
+OLDEST_DRIVER_CUDA = "12.0"
 
 # Argument types of each kernel in logmel.cu, as pycuda's `Function.prepare` format characters:
 # P = device pointer, i = int32, f = float32, d = float64. The CPU emulation reads the same strings.
@@ -94,6 +99,13 @@ def sample_lengths(lengths: np.ndarray | list[int], batch: int, n_max: int) -> n
     return np.ascontiguousarray(lengths, dtype=np.int64)
 
 
+def samples_for_frames(spec: FrontendSpec, frames: int) -> int:
+    """The longest clip, in samples, that has at most `frames` frames (the inverse of spec.num_frames)."""
+    if spec.center:
+        return frames * spec.hop_length - 1
+    return (frames - 1) * spec.hop_length + spec.n_fft + spec.hop_length - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchGeometry:
     """Shapes of one padded batch: waves (batch, n_max) -> features (batch, n_mels, t_max)."""
@@ -124,7 +136,7 @@ class BatchGeometry:
             "partial_sums": b * REDUCTION_SLICES * 8,
             "mean": b * 8,
             "signal": b * self.signal_width(spec) * 8,
-            "power": b * t * spec.n_freqs * 4,
+            "power": b * spec.n_freqs * t * 4,  # (batch, n_freqs, t_max): frame-minor, see logmel.cu
             "partial_max": b * REDUCTION_SLICES * 4,
             "utterance_max": b * 4,
         }
