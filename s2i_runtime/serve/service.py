@@ -14,6 +14,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from ..audio import load_audio
 from ..errors import S2IError
 from ..images import grid, png_bytes, to_pil
@@ -74,7 +76,17 @@ class ImageService:
         """Load the model once; every request shares it through the dynamic batcher."""
         pipe = Pipeline.load(config.bundle, backend=config.backend, device=config.device,
                              batch_size=config.batch_size, max_wait_ms=config.max_wait_ms, threads=config.threads)
-        return cls(pipe, config)
+        service = cls(pipe, config)
+        service.warm_up()
+        return service
+
+    def warm_up(self) -> None:
+        """One silent clip through every stage, so the first client does not pay for the sessions' first
+        run and the image encoder's first use."""
+        spec = self.pipe.bundle.frontend
+        silence = np.zeros(spec.sample_rate, dtype=np.float32)
+        (block,) = self.pipe.generate_arrays([silence])
+        png_bytes(to_pil(block[0]))
 
     # -- admission --------------------------------------------------------------------------------------
 
@@ -98,7 +110,7 @@ class ImageService:
         """Images for one upload. The slot is released when the worker is done with it, not when the client
         gives up, so the queue bound holds for the work really under way."""
         try:
-            future: Future = self._pool.submit(self._work, audio, label, seed, num_images, as_grid)
+            future: Future = self._pool.submit(self.run, audio, label, seed, num_images, as_grid)
         except BaseException:
             slot.release()
             raise
@@ -110,7 +122,9 @@ class ImageService:
         except asyncio.TimeoutError:
             raise RequestTimeout(f"{label}: no result within {self.config.timeout_s:g} s") from None
 
-    def _work(self, audio: bytes, label: str, seed: int, num_images: int, as_grid: bool) -> Generated:
+    def run(self, audio: bytes, label: str, seed: int = 0, num_images: int = 1, as_grid: bool = False) -> Generated:
+        """One request's work in the calling thread, without admission or time limit (the load test calls
+        this to time the same work in-process)."""
         spec = self.pipe.bundle.frontend
         timer = StageTimer()
         with timer.measure("load_audio"):

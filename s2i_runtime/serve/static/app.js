@@ -125,7 +125,7 @@ function showResult(answer, what, roundTripMs) {
   const card = document.createElement("article");
   card.className = "result";
   const title = document.createElement("p");
-  title.textContent = `${what} (${answer.input.name}), seed ${answer.seed}`;
+  title.textContent = `${what}: ${answer.input.seconds.toFixed(1)} s of audio, seed ${answer.seed}`;
   const images = document.createElement("div");
   images.className = "images";
   answer.images.forEach((png, k) => {
