@@ -74,7 +74,7 @@ async function stopRecording() {
     setStatus("Ready.");
     return;
   }
-  await generate(encodeWav(audio, rate), `recording (${(audio.length / rate).toFixed(1)} s)`);
+  await generate(encodeWav(audio, rate), "recording");
 }
 
 async function toggleRecording() {
