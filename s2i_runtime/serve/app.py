@@ -89,7 +89,7 @@ def create_app(service: ImageService) -> Starlette:
         except InputError as exc:
             return _refuse(service, 400, "bad_input", exc)
         except QueueFull as exc:
-            return _refuse(service, 429, "queue_full", exc, {"Retry-After": str(service.config.retry_after_s)})
+            return _refuse(service, 429, "queue_full", exc, {"Retry-After": str(exc.retry_after_s)})
         except RequestTimeout as exc:
             return _refuse(service, 504, "timeout", exc)
         except S2IError as exc:  # the model failed (NaN output): the server's problem, said in one line

@@ -20,12 +20,17 @@ from ..audio import load_audio
 from ..errors import S2IError
 from ..images import grid, png_bytes, to_pil
 from ..pipeline import Pipeline, StageTimer
+from .admission import Admission, Refused
 from .config import ServeConfig
 from .metrics import Metrics
 
 
 class QueueFull(S2IError):
-    """As many requests as `max_queue` are admitted already (429)."""
+    """No place for the request: the queue is full, or it could not finish in time behind it (429)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class RequestTimeout(S2IError):
@@ -41,21 +46,27 @@ class Generated:
 
 
 class Slot:
-    """One admitted request's place in the queue; released exactly once, whichever path ends it."""
+    """One admitted request's place in the queue; given back exactly once, whichever path ends it."""
 
-    def __init__(self, service: ImageService) -> None:
-        self._service = service
+    def __init__(self, admission: Admission, timeout_s: float) -> None:
+        self._admission = admission
+        self._lock = threading.Lock()
         self._released = False
-        self.deadline = time.monotonic() + service.config.timeout_s
+        self.deadline = time.monotonic() + timeout_s
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
-    def release(self, *_: object) -> None:
-        with self._service._lock:
-            if not self._released:
-                self._released = True
-                self._service._in_flight -= 1
+    def release(self, completed: bool = False) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._admission.leave(completed)
+
+    def finished(self, future: Future) -> None:
+        """Done callback of the request's work: it counts as a completion unless it never ran."""
+        self.release(completed=not future.cancelled())
 
 
 class ImageService:
@@ -63,8 +74,7 @@ class ImageService:
         self.pipe = pipe
         self.config = config
         self.metrics = metrics or Metrics()
-        self._lock = threading.Lock()
-        self._in_flight = 0
+        self.admission = Admission(config.max_queue, config.timeout_s, config.retry_after_s)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="s2i-request")
         spec = pipe.bundle.frontend
         # The longest clip whose frame count stays within the model's maximum (frames = 1 + samples // hop).
@@ -92,16 +102,16 @@ class ImageService:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self.admission.in_flight
 
     def admit(self) -> Slot:
-        """A place in the queue, or QueueFull. Taken before the body is read, so a full server spends
+        """A place in the queue, or QueueFull. Taken before the body is read, so a busy server spends
         nothing on a request it refuses."""
-        with self._lock:
-            if self._in_flight >= self.config.max_queue:
-                raise QueueFull(f"the server is busy ({self.config.max_queue} requests queued); retry shortly")
-            self._in_flight += 1
-        return Slot(self)
+        try:
+            self.admission.enter()
+        except Refused as exc:
+            raise QueueFull(str(exc), exc.retry_after_s) from None
+        return Slot(self.admission, self.config.timeout_s)
 
     # -- the work ---------------------------------------------------------------------------------------
 
@@ -114,7 +124,7 @@ class ImageService:
         except BaseException:
             slot.release()
             raise
-        future.add_done_callback(slot.release)
+        future.add_done_callback(slot.finished)
         try:
             # On timeout the wrapper cancels the thread's future: dropped if it never started, left to finish
             # (and to release its slot) if it is running.
