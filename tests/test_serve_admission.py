@@ -15,6 +15,12 @@ class Clock:
         return self.now
 
 
+def one_request(admission: Admission, clock: Clock, seconds: float, completed: bool = True) -> None:
+    admission.enter()
+    clock.now += seconds
+    admission.leave(completed=completed)
+
+
 def test_hard_limit_refuses_the_one_too_many_and_frees_on_leave():
     admission = Admission(max_queue=2, timeout_s=30, retry_after_s=3, clock=Clock())
     admission.enter()
@@ -48,13 +54,9 @@ def test_expected_wait_refuses_work_that_could_not_finish_in_time():
 def test_idle_time_is_not_service_time_and_an_idle_server_always_admits():
     clock = Clock()
     admission = Admission(max_queue=10, timeout_s=1, retry_after_s=1, clock=clock)
-    admission.enter()
-    clock.now += 0.1
-    admission.leave(completed=True)
+    one_request(admission, clock, 0.1)
     clock.now += 500.0  # nobody asks for a while
-    admission.enter()
-    clock.now += 0.1
-    admission.leave(completed=True)
+    one_request(admission, clock, 0.1)
     assert admission.interval_s == pytest.approx(0.1)
     admission.interval_s = 50.0  # however slow it has been, an empty server takes the next request
     admission.enter()
@@ -64,7 +66,5 @@ def test_idle_time_is_not_service_time_and_an_idle_server_always_admits():
 def test_requests_that_never_ran_do_not_move_the_average():
     clock = Clock()
     admission = Admission(max_queue=10, timeout_s=30, retry_after_s=1, clock=clock)
-    admission.enter()
-    clock.now += 1.0
-    admission.leave(completed=False)
+    one_request(admission, clock, 1.0, completed=False)
     assert admission.interval_s is None and admission.expected_wait_s() == 0.0
