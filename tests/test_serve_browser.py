@@ -82,7 +82,7 @@ def test_speaking_into_the_page_shows_a_picture_of_that_colour(server, clip, col
             sync_api.expect(record).to_have_text("Record", timeout=30_000)
             page.fill("#num-images", str(IMAGES))
             record.click()
-            sync_api.expect(record).to_have_text("Stop")
+            sync_api.expect(record).to_have_text("Stop", timeout=30_000)
             page.wait_for_timeout(int((seconds_of(wav) + 0.8) * 1000))
             record.click()
             images = page.locator("img.generated")

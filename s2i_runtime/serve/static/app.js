@@ -28,15 +28,23 @@ async function getJson(path) {
 
 async function startRecording() {
   showError("");
-  // No processing: the model was trained on clean speech, and echo cancellation or gain control would
-  // change what it hears.
-  const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-  });
+  // The audio graph first, the microphone last: the first word spoken after the click is not lost while the
+  // worklet loads.
   const context = new AudioContext();
   await context.audioWorklet.addModule("/static/recorder-worklet.js");
-  const source = context.createMediaStreamSource(stream);
   const node = new AudioWorkletNode(context, "pcm-recorder");
+  let stream;
+  try {
+    // No processing: the model was trained on clean speech, and echo cancellation or gain control would
+    // change what it hears.
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+  } catch (error) {
+    await context.close();
+    throw error;
+  }
+  const source = context.createMediaStreamSource(stream);
   const chunks = [];
   let samples = 0;
   node.port.onmessage = (event) => {
