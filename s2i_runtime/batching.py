@@ -7,6 +7,7 @@ pixel by one level (noise.py, docs/runtime-limits.md).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import queue
 import threading
@@ -88,7 +89,10 @@ class DynamicBatcher(Generic[T, R]):
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()
-        self.batch_sizes: list[int] = []  # what the worker actually ran; for tests and statistics
+        # What the worker actually ran, for tests and statistics: the recent batches, and a count per batch
+        # size since start. Both bounded, so a long-running server does not grow with them.
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=4096)
+        self.size_counts: list[int] = [0] * (self.max_batch + 1)
         self._worker = threading.Thread(target=self._loop, name=name, daemon=True)
         self._worker.start()
 
@@ -141,6 +145,7 @@ class DynamicBatcher(Generic[T, R]):
             if not live:
                 continue
             self.batch_sizes.append(len(live))
+            self.size_counts[len(live)] += 1
             try:
                 results = self._run_batch([item for item, _ in live])
                 if len(results) != len(live):

@@ -156,6 +156,38 @@ def info(
         raise fail(details["bundle_info"]["error"], EXIT_USAGE)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000, "--port", help="TCP port (0 = any free port, printed when ready)."),
+    bundle: Optional[Path] = BundleOption,  # noqa: UP045
+    backend: str = BackendOption,
+    device: str = DeviceOption,
+    threads: int = ThreadsOption,
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Most inputs per shared model batch."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for company."),
+    max_queue: int = typer.Option(256, "--max-queue", min=1, help="Requests admitted at once; more get 429."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest upload accepted (MiB)."),
+    max_images: int = typer.Option(8, "--max-images", min=1, help="Most images per request."),
+    timeout_s: float = typer.Option(30.0, "--timeout-s", help="Per-request time limit; then 504."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request on stderr."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON line when ready."),
+) -> None:
+    """HTTP service (POST /v1/images, /metrics) and a browser page at / (needs s2i[serve])."""
+    from .cliutil import fail
+    from .serve import ServeConfig, missing_extra
+
+    if (why := missing_extra()) is not None:
+        raise fail(why)
+    config = ServeConfig(host=host, port=port, bundle=bundle, backend=backend, device=device, threads=threads,
+                         batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                         max_upload_bytes=int(max_upload_mb * 2**20), max_images=max_images,
+                         timeout_s=timeout_s, access_log=access_log)
+    from .serve.server import ready_line, run
+
+    run(config, on_ready=lambda ready: typer.echo(json.dumps(ready) if json_output else ready_line(ready)))
+
+
 class _progress:
     """A rich progress bar on stderr for long runs on a terminal; otherwise nothing (and no rich import)."""
 

@@ -285,6 +285,11 @@ class Pipeline:
         images = self.render(line, np.repeat(z, steps, axis=0), np.repeat(eps, steps, axis=0))
         return [to_pil(image) for image in images]
 
+    @property
+    def batcher(self) -> DynamicBatcher | None:
+        """The dynamic batcher (with `max_wait_ms`), for its statistics; None without one."""
+        return self._batcher
+
     def describe(self) -> dict[str, Any]:
         return {
             "bundle": str(Path(self.bundle.path).resolve()),
