@@ -98,3 +98,21 @@ def test_spec_values_are_the_papers():
     assert (spec.sample_rate, spec.n_fft, spec.win_length, spec.hop_length, spec.n_mels) == (16000, 400, 400, 160, 40)
     assert (spec.fmin, spec.fmax, spec.preemphasis, spec.top_db, spec.pad_value) == (20.0, 8000.0, 0.97, 80.0, -80.0)
     assert spec.num_frames(16000) == 101
+
+
+def test_threads_and_reused_buffers_do_not_change_features():
+    long_clip, short_clip = SIGNALS["60 s clip"], SIGNALS["0.05 s clip"]
+    alone = logmel(short_clip)
+    np.testing.assert_array_equal(logmel(long_clip, threads=3), logmel(long_clip))
+    np.testing.assert_array_equal(logmel(short_clip), alone)  # after a longer clip filled the buffers
+    batch, lengths = logmel_batch([long_clip, short_clip], threads=1)
+    parallel, _ = logmel_batch([long_clip, short_clip])
+    np.testing.assert_array_equal(batch, parallel)
+
+
+def test_samples_beyond_float32_power_range_match_the_reference():
+    audio = (1e30 * SIGNALS["white noise"]).astype(np.float32)
+    with np.errstate(all="raise"):
+        ours = logmel(audio)
+    assert np.isfinite(ours).all()
+    assert np.abs(ours - librosa_logmel(audio)).max() <= TOLERANCE_DB
