@@ -58,3 +58,15 @@ def pytest_report_header(config):
         left_out = sorted(p.name for p in _TESTS.glob("test_*.py") if _needs_training_side(p.stem))
         return f"torch is not installed: {len(left_out)} training/export test modules left out ({', '.join(left_out)})"
     return None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _graph_cache_in_a_temporary_directory(tmp_path_factory):
+    """Optimised graphs go to a directory of this test run, not the user's cache (subprocesses inherit it)."""
+    previous = os.environ.get("S2I_CACHE_DIR")
+    os.environ["S2I_CACHE_DIR"] = str(tmp_path_factory.mktemp("graph-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("S2I_CACHE_DIR", None)
+    else:
+        os.environ["S2I_CACHE_DIR"] = previous

@@ -23,6 +23,7 @@ from ..bundle import (
     Bundle,
 )
 from ..errors import BackendUnavailable, BundleError
+from ..graph_cache import cached_session
 from .base import Backend, check_tensors, expected_signature
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -61,10 +62,12 @@ class OnnxRuntimeBackend(Backend):
         want_cuda = device in ("cuda", "auto") and CUDA in available
         providers = [CUDA, CPU] if want_cuda else [CPU]
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(0, int(threads))
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: a CUDA fallback is reported by us, once
+        def make_options():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = max(0, int(threads))
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3  # errors only: a CUDA fallback is reported by us, once
+            return options
 
         encoder_file, generator_file = ENCODER_FILE, GENERATOR_FILE
         if precision == "fp16":
@@ -72,8 +75,9 @@ class OnnxRuntimeBackend(Backend):
             for name in (encoder_file, generator_file):
                 if not bundle.file(name).is_file():
                     raise BundleError(f"{bundle.path}: no {name}; make it with `s2i-export fp16 {bundle.path}`")
-        self.encoder = self._session(ort, bundle.file(encoder_file), options, providers)
-        self.generator = self._session(ort, bundle.file(generator_file), options, providers)
+        self.graph_cache: dict[str, str] = {}
+        self.encoder = self._session(ort, bundle, encoder_file, make_options, providers)
+        self.generator = self._session(ort, bundle, generator_file, make_options, providers)
 
         active = self.encoder.get_providers()
         self.device = "cuda" if active and active[0] == CUDA else "cpu"
@@ -101,10 +105,15 @@ class OnnxRuntimeBackend(Backend):
             check_tensors(str(path), "outputs", outputs, signature[role][1])
             self._input_types[role] = {name: np.dtype(t) for name, (t, _) in inputs.items()}
 
-    @staticmethod
-    def _session(ort, path: os.PathLike, options, providers):
+    def _session(self, ort, bundle: Bundle, name: str, make_options, providers):
+        path = bundle.file(name)
+        digest = bundle.manifest.get("files", {}).get(name)
         try:
-            return ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+            if providers == [CPU] and digest:
+                # Only the CPU provider's optimised graph is cached: CUDA's depends on the GPU as well.
+                session, self.graph_cache[name] = cached_session(ort, path, digest, make_options, providers)
+                return session
+            return ort.InferenceSession(os.fspath(path), sess_options=make_options(), providers=providers)
         except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"{path}: onnxruntime cannot load this graph ({first})") from None
@@ -131,6 +140,7 @@ class OnnxRuntimeBackend(Backend):
             "device": self.device,
             "providers": list(self.providers),
             "precision": self.precision,
+            "graph_cache": dict(self.graph_cache),
             "notes": list(self.notes),
         }
 
