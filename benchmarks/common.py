@@ -67,12 +67,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """min / median / max of a non-empty list."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def paired_ratios(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """Spread of numerator[i] / denominator[i] over the rounds of one interleaved run: each round's two
+    figures were taken moments apart, so a slow spell on a shared machine cancels out of its ratio."""
+    return spread([a / b for a, b in zip(numerator, denominator, strict=True)])
+
+
 def summarise(seconds: list[float]) -> dict[str, float]:
     return {
         "p50_ms": statistics.median(seconds) * 1e3,
         "p95_ms": percentile(seconds, 95) * 1e3,
         "min_ms": min(seconds) * 1e3,
+        "max_ms": max(seconds) * 1e3,
         "repeats": len(seconds),
+        "times_ms": [t * 1e3 for t in seconds],
     }
 
 

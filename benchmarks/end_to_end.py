@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import interleaved, summarise
+from .common import interleaved, paired_ratios, summarise
 
 RUNTIME = "runtime: onnxruntime cpu fp32"
 RUNTIME_INT8 = "runtime: onnxruntime cpu int8 generator"
@@ -129,15 +129,19 @@ def run_end_to_end(run_dir: Path | str, bundle: Path | str, work_dir: Path, *, b
 
 
 def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per batch size: runtime speed-up over eager (latency) and throughput over eager and compile."""
+    """Per batch size: runtime speed-up over eager (latency) and throughput over eager and compile; the
+    spreads are min / median / max of the per-round ratios (one call takes a whole batch, so the time ratio
+    is the throughput ratio)."""
     out: dict[str, dict[str, float]] = {}
     for batch, block in result["batches"].items():
         rows = block["contenders"]
         runtime = rows[RUNTIME]
         entry = {"runtime_vs_eager_latency": rows[EAGER]["p50_ms"] / runtime["p50_ms"],
-                 "runtime_vs_eager_throughput": runtime["images_per_s"] / rows[EAGER]["images_per_s"]}
+                 "runtime_vs_eager_throughput": runtime["images_per_s"] / rows[EAGER]["images_per_s"],
+                 "runtime_vs_eager_spread": paired_ratios(rows[EAGER]["times_ms"], runtime["times_ms"])}
         if COMPILED in rows:
             entry["runtime_vs_compile_throughput"] = runtime["images_per_s"] / rows[COMPILED]["images_per_s"]
+            entry["runtime_vs_compile_spread"] = paired_ratios(rows[COMPILED]["times_ms"], runtime["times_ms"])
             entry["compile_vs_eager_throughput"] = rows[COMPILED]["images_per_s"] / rows[EAGER]["images_per_s"]
         if RUNTIME_INT8 in rows:
             entry["int8_vs_fp32_throughput"] = rows[RUNTIME_INT8]["images_per_s"] / runtime["images_per_s"]

@@ -21,6 +21,8 @@ import numpy as np
 
 from s2i_runtime.frontend import FrontendSpec, logmel, logmel_batch
 
+from .common import paired_ratios, spread
+
 
 def make_clips(count: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -32,6 +34,7 @@ def contenders(clips: list[np.ndarray]) -> dict[str, Callable[[], object]]:
     runs: dict[str, Callable[[], object]] = {
         "numpy (runtime), batch": lambda: logmel_batch(clips),
         "numpy (runtime), one clip at a time": lambda: [logmel(c) for c in clips],
+        "numpy (runtime), one clip at a time on all cores": lambda: [logmel(c, threads=0) for c in clips],
     }
     try:
         import librosa
@@ -102,6 +105,9 @@ def run_frontend(clips: int = 64, seconds: float = 10.0, repeats: int = 5) -> di
         "seconds_per_clip": seconds,
         "repeats": repeats,
         "ms_per_clip": per_clip,
+        "ms_per_clip_spread": {name: {k: v / clips * 1e3 for k, v in spread(t).items()} for name, t in times.items()},
+        "vs_librosa_spread": ({name: paired_ratios(times["librosa"], t) for name, t in times.items()}
+                              if "librosa" in times else {}),
         "speedup_vs_librosa": {name: baseline / ms for name, ms in per_clip.items()} if baseline else {},
         "speedup_vs_torch": {name: torch_ms / ms for name, ms in per_clip.items()} if torch_ms else {},
     }

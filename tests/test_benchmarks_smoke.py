@@ -65,7 +65,8 @@ def test_whole_suite_on_tiny_sizes(tiny_model, tmp_path, restore_threads):
         rows = block["contenders"]
         assert set(rows) == {"runtime: onnxruntime cpu fp32", "pytorch eager (baseline)"}
         assert all(r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] and r["images_per_s"] > 0 for r in rows.values())
-    assert set(results["end_to_end_ratios"]["1"]) == {"runtime_vs_eager_latency", "runtime_vs_eager_throughput"}
+    assert set(results["end_to_end_ratios"]["1"]) == {"runtime_vs_eager_latency", "runtime_vs_eager_throughput",
+                                                      "runtime_vs_eager_spread"}
 
     cold = results["cold_start"]
     assert set(cold["contenders"]) == {"runtime: s2i-run infer", "pytorch baseline script"}
@@ -79,6 +80,8 @@ def test_whole_suite_on_tiny_sizes(tiny_model, tmp_path, restore_threads):
     targets = {t["target"]: t for t in results["targets"]}
     assert len(targets) == len(report.TARGETS)
     assert targets["end to end, batch 32: throughput >= 1.5x eager"]["met"] is None  # batch 32 not run here
+    spread = targets["end to end, batch 1: runtime >= 2x PyTorch eager (latency)"]["spread"]
+    assert spread["min"] <= spread["median"] <= spread["max"]
     text = (folder / "results.md").read_text()
     for heading in ("## Targets", "## Front end", "## End to end", "## Cold start", "## GPU", "## INT8"):
         assert heading in text
