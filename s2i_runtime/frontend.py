@@ -232,10 +232,10 @@ def _band_groups(spec: FrontendSpec) -> tuple[tuple[slice, slice, np.ndarray], .
 
 
 # What one more small matrix product costs, in multiply-adds per frame: numpy's call overhead.
-_BINS_PER_CALL = 32
+_BINS_PER_CALL = 64
 # Frames go through in blocks that stay in the core's cache. The block's products also stay small enough
 # for OpenBLAS to run them on the calling thread: its own threads would spin against the front end's.
-_FRAMES_PER_BLOCK = 128
+_FRAMES_PER_BLOCK = 256
 # Power of two: scaling by it is exact, so a retry after float32 overflow changes nothing else.
 _OVERFLOW_SCALE = 2.0**-64
 
