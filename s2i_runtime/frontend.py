@@ -325,13 +325,15 @@ def _shared_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _forget_pool() -> None:
-    global _pool
-    _pool = None  # a forked child has the pool object but none of its threads
+def _after_fork_in_child() -> None:
+    # The child has the pool object but none of its threads, and a lock another thread held at the fork
+    # would stay held for good.
+    global _pool, _pool_lock, _scratch_lock
+    _pool, _pool_lock, _scratch_lock = None, threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def logmel_batch(

@@ -116,3 +116,13 @@ def test_samples_beyond_float32_power_range_match_the_reference():
         ours = logmel(audio)
     assert np.isfinite(ours).all()
     assert np.abs(ours - librosa_logmel(audio)).max() <= TOLERANCE_DB
+
+
+def test_a_forked_child_computes_features_with_its_own_pool():
+    import multiprocessing
+
+    clips = [SIGNALS["white noise"], SIGNALS["chirp"]]
+    expected, _ = logmel_batch(clips)  # the parent's pool exists before the fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        features, _ = pool.apply(logmel_batch, (clips,))
+    np.testing.assert_array_equal(features, expected)
