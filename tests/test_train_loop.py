@@ -315,6 +315,14 @@ def test_text_encoder_trains_and_the_two_stage_eval_runs_end_to_end(base_run, tm
     assert json.loads((run / REPORT_FILE).read_text())["captions_per_group"] == 3
     lines = two_stage_lines(report)
     assert any("ASR + text encoder" in line for line in lines) and any("ASR + parse" in line for line in lines)
+    # The latency benchmark's four contenders run on the same run and its bundle.
+    from benchmarks.cascade import run_cascade_latency
+    from s2i_export.onnx_export import export_bundle
+
+    bundle = export_bundle(run, tmp_path / "bundle")
+    timed = run_cascade_latency(run, bundle, Path(json.loads((run / REPORT_FILE).read_text())["dataset"]), clips=2,
+                                repeats=1, warmup=0)
+    assert len(timed["contenders"]) == 4 and all(row["repeats"] == 2 for row in timed["contenders"].values())
 
 
 def test_two_stage_errors_are_one_line(base_run, tiny_data, tmp_path):
