@@ -323,6 +323,11 @@ def test_text_encoder_trains_and_the_two_stage_eval_runs_end_to_end(base_run, tm
     timed = run_cascade_latency(run, bundle, Path(json.loads((run / REPORT_FILE).read_text())["dataset"]), clips=2,
                                 repeats=1, warmup=0)
     assert len(timed["contenders"]) == 4 and all(row["repeats"] == 2 for row in timed["contenders"].values())
+    # The optional extra term: the generator's own read-outs must read the text embedding too.
+    train_stage("text-encoder", run, overrides=["text_encoder.readout_weight=1.0"], progress=False)
+    assert json.loads((run / "text-encoder.json").read_text())["summary"]["readout_weight"] == 1.0
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert {"readout", "readout_acc_shape"} <= set(last)
 
 
 def test_two_stage_errors_are_one_line(base_run, tiny_data, tmp_path):

@@ -153,6 +153,11 @@ class TextEncoderTrainConfig:
     word_dim: int = 64
     hidden: int = 128
     attention_dim: int = 64
+    # Weight of one term the speech encoder does not have: the run's generator's own frozen attribute read-outs
+    # must read the caption's colour, shape and size off the text embedding (cross-entropy; needs the generator).
+    # The read-outs were fitted to the speech embeddings, and the same teacher targets leave the text embedding
+    # free in directions they rely on (docs/cascade.md). 0 = trained exactly as the speech encoder.
+    readout_weight: float = 0.0
 
 
 @dataclasses.dataclass

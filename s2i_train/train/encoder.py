@@ -198,6 +198,10 @@ class EncoderStage:
             mel = spec_augment(mel, lengths, self.cfg.augment, self.captions.pad_value, masks)
         return mel, lengths
 
+    def _extra_loss(self, student: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]] | None:
+        """A further term on the embeddings, for stages built on this one; none for the speech encoder."""
+        return None
+
     def _lr(self, step: int) -> float:
         if self.cfg.lr_decay_every <= 0:
             return self.cfg.lr
@@ -240,6 +244,10 @@ class EncoderStage:
                 background, accs = attribute_loss(attribute_logits, said, ("background",))
                 loss = loss + self.cfg.background_weight * background
                 figures.update(background=background.item(), **accs)
+        extra = self._extra_loss(student, idx)
+        if extra is not None:
+            loss = loss + extra[0]
+            figures.update(extra[1])
         self.opt.zero_grad(set_to_none=True)
         backward(loss)
         self.opt.step()

@@ -17,6 +17,7 @@ from s2i_runtime.errors import InputError
 
 from ..checkpoint import (
     ENCODER,
+    GENERATOR,
     TEACHER_WHITENING,
     TEXT_ENCODER,
     encoder_teacher_name,
@@ -28,6 +29,7 @@ from ..checkpoint import (
 from ..data import caption_grammar
 from ..models import FeatureWhitening, SpeechEncoderConfig
 from ..models.text_encoder import TextEncoderConfig, build_text_encoder
+from .common import SPOKEN_ATTRIBUTES, attribute_loss
 from .encoder import EncoderStage, choose_teacher
 
 
@@ -48,6 +50,14 @@ class TextEncoderStage(EncoderStage):
             raise InputError(f"{run_dir}: no speech encoder: run `s2i-train encoder --run {run_dir}` first "
                              "(the text encoder joins its embedding space)")
         self.speech_meta = read_meta(run_dir, ENCODER)
+        self.readouts = None
+        if config.text_encoder.readout_weight > 0:
+            if not has_module(run_dir, GENERATOR):
+                raise InputError(f"{run_dir}: text_encoder.readout_weight needs the run's generator: run "
+                                 f"`s2i-train generator --run {run_dir}` first")
+            self.readouts = load_module(run_dir, GENERATOR).ca.eval()
+            if len(self.readouts.readouts) < len(SPOKEN_ATTRIBUTES):
+                raise InputError("text_encoder.readout_weight needs a generator with an attribute code")
         super().__init__(config, run_dir)
 
     def _teacher(self, images, size: int) -> tuple[str, torch.Tensor, dict[str, float]]:
@@ -71,8 +81,20 @@ class TextEncoderStage(EncoderStage):
     def _inputs(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.ids([self.texts[i] for i in idx.tolist()])
 
+    def _extra_loss(self, student: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]] | None:
+        if self.readouts is None:
+            return None
+        centred = self.readouts.centred(student)
+        logits = {name: readout(centred) for name, readout in zip(SPOKEN_ATTRIBUTES, self.readouts.readouts,
+                                                                   strict=False)}
+        loss, accs = attribute_loss(logits, self.captions.attributes[idx], SPOKEN_ATTRIBUTES)
+        figures = {"readout": loss.item(), **{f"readout_{name}": value for name, value in accs.items()}}
+        return self.config.text_encoder.readout_weight * loss, figures
+
     def save_outputs(self, step: int) -> None:
         summary = {**self.summary(step), "speech_encoder_sha256": self.speech_meta.get("sha256")}
+        if self.readouts is not None:
+            summary["readout_weight"] = self.config.text_encoder.readout_weight
         save_module(self.run_dir, TEXT_ENCODER, self.model.eval(), self.model_config, summary)
 
 
