@@ -8,6 +8,7 @@ RUN/
   encoder.safetensors + encoder.json
   teacher-whitening.safetensors + .json    (the encoder's target space, when encoder.teacher_whiten is on)
   generator.safetensors + generator.json   (the EMA generator)
+  text-encoder.safetensors + .json         (optional: the two-stage baseline's text encoder)
   state/training.pt                  optimiser / EMA / RNG / data-order state for --resume
   metrics.jsonl  eval.json  samples/
 ```
@@ -44,6 +45,7 @@ TEACHER = "teacher"
 CRITIC = "critic"  # critic-1, critic-2, ...: extra teachers that only check the generator
 JUDGE = "judge"
 TEACHER_WHITENING = "teacher-whitening"  # the encoder's target space, when encoder.teacher_whiten is on
+TEXT_ENCODER = "text-encoder"  # the two-stage baseline's: caption text into the speech encoder's space
 STATE_DIR = "state"
 TRAINING_STATE_FILE = "training.pt"
 
@@ -219,7 +221,7 @@ def _known(arch: str) -> str:
 
 
 def _registry() -> dict[str, tuple[Any, Callable[[Any], nn.Module]]]:
-    from .models import discriminator, generator, image_encoders, speech_encoder, whitening
+    from .models import discriminator, generator, image_encoders, speech_encoder, text_encoder, whitening
 
     entries: dict[str, tuple[Any, Callable[[Any], nn.Module]]] = {
         arch: (speech_encoder.SpeechEncoderConfig, speech_encoder.build_speech_encoder) for arch in speech_encoder.ARCHS
@@ -229,6 +231,7 @@ def _registry() -> dict[str, tuple[Any, Callable[[Any], nn.Module]]]:
     entries[image_encoders.TEACHER_ARCH] = (image_encoders.ShapesTeacherConfig, image_encoders.ShapesTeacher)
     entries[image_encoders.JUDGE_ARCH] = (image_encoders.JudgeConfig, image_encoders.Judge)
     entries[whitening.WHITENING_ARCH] = (whitening.FeatureWhiteningConfig, whitening.FeatureWhitening)
+    entries[text_encoder.ARCH] = (text_encoder.TextEncoderConfig, text_encoder.build_text_encoder)
     return entries
 
 

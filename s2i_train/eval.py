@@ -100,7 +100,7 @@ def judge_read(judge, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], to
     return probs, shared
 
 
-class _Drawer(NamedTuple):
+class Drawer(NamedTuple):
     """How images are drawn for the test captions: (embeddings, z, eps) -> images in [-1, 1]."""
 
     draw: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -109,23 +109,23 @@ class _Drawer(NamedTuple):
     image_size: int
 
 
-def _bundle_drawer(pipeline) -> _Drawer:
+def _bundle_drawer(pipeline) -> Drawer:
     dims = pipeline.bundle.dims
 
     def draw(embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(pipeline.render(embeddings.numpy(), z.numpy(), eps.numpy()))
 
-    return _Drawer(draw, dims.z_dim, dims.ca_dim, dims.image_size)
+    return Drawer(draw, dims.z_dim, dims.ca_dim, dims.image_size)
 
 
-def _run_drawer(run_dir: Path) -> _Drawer:
+def run_drawer(run_dir: Path) -> Drawer:
     generator = load_module(run_dir, GENERATOR).eval()
 
     @torch.no_grad()
     def draw(embeddings: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return generator(embeddings, z, eps).images[-1]
 
-    return _Drawer(draw, generator.config.z_dim, generator.config.ca_dim, generator.config.image_sizes[-1])
+    return Drawer(draw, generator.config.z_dim, generator.config.ca_dim, generator.config.image_sizes[-1])
 
 
 def report_names(bundle: str | Path | None, precision: str = "fp32") -> tuple[str, str]:
@@ -200,7 +200,7 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
     if pipeline is not None:
         drawer = _bundle_drawer(pipeline)
     elif has_module(run_dir, GENERATOR):
-        drawer = _run_drawer(run_dir)
+        drawer = run_drawer(run_dir)
     gen_size = drawer.image_size if drawer is not None else None
     report_file, grid_file = report_names(pipeline.bundle.path if pipeline is not None else None, precision)
     sizes = tuple(sorted({judge_size, *([gen_size] if gen_size else []), config.teacher.image_size}))
@@ -243,7 +243,7 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
         result["retrieval"] = {"objective": "bundle", **_speech_retrieval(speech, test_captions)}
     elif has_module(run_dir, ENCODER):
         encoder = load_module(run_dir, ENCODER).eval()
-        embed_waves = _encoder_on_waves(encoder)
+        embed_waves = encoder_on_waves(encoder)
         objective = read_meta(run_dir, ENCODER).get("summary", {}).get("objective", "unknown")
         speech = caption_embeddings(encoder, test_captions)
         labels = test_captions.class_ids.numpy()
@@ -409,7 +409,7 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
     return result
 
 
-def _encoder_on_waves(encoder) -> Callable[[list[np.ndarray]], torch.Tensor]:
+def encoder_on_waves(encoder) -> Callable[[list[np.ndarray]], torch.Tensor]:
     @torch.no_grad()
     def embed(waves: list[np.ndarray]) -> torch.Tensor:
         batch = torch.zeros(len(waves), max(len(w) for w in waves))
@@ -420,16 +420,34 @@ def _encoder_on_waves(encoder) -> Callable[[list[np.ndarray]], torch.Tensor]:
     return embed
 
 
-def _conditions(root: Path, run_dir: Path, captions, embed_waves, drawer: _Drawer | None, judge, ecfg, seed: int,
+def _conditions(root: Path, run_dir: Path, captions, embed_waves, drawer: Drawer | None, judge, ecfg, seed: int,
                 probe) -> dict[str, Any]:
     """The table by voice group and acoustic condition (eval_conditions), read by the judge and, where the run
     has one, the silhouette judge."""
     test_waves = load_wave_bank(root, "test", run_dir=run_dir)
+    babble_voice = babble_source(root, run_dir)
+    read = condition_reader(run_dir, judge)
+    draw, z_dim, ca_dim = (drawer.draw, drawer.z_dim, drawer.ca_dim) if drawer is not None else (None, 0, 0)
+    return condition_table(captions.records, captions.attributes, test_waves.wave, babble_voice, embed_waves,
+                           draw, z_dim, ca_dim, read, probe=probe,
+                           images_per_caption=ecfg.condition_images_per_caption, limit=ecfg.condition_captions,
+                           seed=seed, batch_size=ecfg.batch_size)
+
+
+def babble_source(root: Path, run_dir: Path) -> Callable[[np.random.Generator], np.ndarray]:
+    """The training captions' voices, from which the noisy room's babble is drawn."""
     train_waves = load_wave_bank(root, "train", run_dir=run_dir)
-    silhouette = load_silhouette_judge(run_dir) if has_module(run_dir, SILHOUETTE_JUDGE) else None
 
     def babble_voice(rng: np.random.Generator) -> np.ndarray:
         return train_waves.wave(int(rng.integers(len(train_waves))))
+
+    return babble_voice
+
+
+def condition_reader(run_dir: Path, judge) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """What reads the table's images: the judge's colour, shape and size, and the silhouette judge's shape where
+    the run has one."""
+    silhouette = load_silhouette_judge(run_dir) if has_module(run_dir, SILHOUETTE_JUDGE) else None
 
     def read(images: torch.Tensor) -> dict[str, torch.Tensor]:
         probs, _ = judge_read(judge, images)
@@ -438,11 +456,7 @@ def _conditions(root: Path, run_dir: Path, captions, embed_waves, drawer: _Drawe
             out["silhouette_shape"] = silhouette_shape_read(silhouette, images)
         return out
 
-    draw, z_dim, ca_dim = (drawer.draw, drawer.z_dim, drawer.ca_dim) if drawer is not None else (None, 0, 0)
-    return condition_table(captions.records, captions.attributes, test_waves.wave, babble_voice, embed_waves,
-                           draw, z_dim, ca_dim, read, probe=probe,
-                           images_per_caption=ecfg.condition_images_per_caption, limit=ecfg.condition_captions,
-                           seed=seed, batch_size=ecfg.batch_size)
+    return read
 
 
 PROBE_L2 = 1e-3

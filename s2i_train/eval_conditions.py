@@ -9,7 +9,7 @@ row), so runs and bundles compare cell by cell.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -66,31 +66,46 @@ def condition_table(
     is read.
     """
     table: dict[str, Any] = {}
+    for group, name, rows, waves in conditioned_cells(records, load_wave, babble, limit, seed, progress):
+        embeddings = torch.cat([embed(waves[start : start + batch_size])
+                                for start in range(0, len(waves), batch_size)])
+        cell: dict[str, Any] = {"captions": len(rows)}
+        if probe is not None:
+            cell["probe"] = {attr: float((probs.argmax(1) == attributes[rows, ATTRIBUTES.index(attr)])
+                                         .float().mean()) for attr, probs in probe(embeddings).items()}
+        if draw is not None:
+            cell.update(read_cell(embeddings, attributes[rows], draw, z_dim, ca_dim, read,
+                                  images_per_caption, seed, batch_size))
+        table.setdefault(group, {})[name] = cell
+    return table
+
+
+def conditioned_cells(
+    records: list[dict],
+    load_wave: Callable[[int], np.ndarray],
+    babble: Callable[[np.random.Generator], np.ndarray] | None,
+    limit: int,
+    seed: int,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[tuple[str, str, torch.Tensor, list[np.ndarray]]]:
+    """(voice group, condition, caption rows, the rows' waves as heard in that condition) for every cell of the
+    table, in order; every model measured on the table hears the same sounds."""
     for group in VOICE_GROUPS:
         rows = cell_captions(records, group, limit, seed)
         if len(rows) == 0:
             continue
-        table[group] = {}
         for name in CONDITIONS:
             if progress is not None:
                 progress(f"{group} voices, {name}")
             waves = [condition(name, load_wave(int(row)), seed=seed * 1_000_003 + int(row), babble_pool=babble)
                      for row in rows.tolist()]
-            embeddings = torch.cat([embed(waves[start : start + batch_size])
-                                    for start in range(0, len(waves), batch_size)])
-            cell: dict[str, Any] = {"captions": len(rows)}
-            if probe is not None:
-                cell["probe"] = {attr: float((probs.argmax(1) == attributes[rows, ATTRIBUTES.index(attr)])
-                                             .float().mean()) for attr, probs in probe(embeddings).items()}
-            if draw is not None:
-                cell.update(_read_cell(embeddings, attributes[rows], draw, z_dim, ca_dim, read,
-                                       images_per_caption, seed, batch_size))
-            table[group][name] = cell
-    return table
+            yield group, name, rows, waves
 
 
 @torch.no_grad()
-def _read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, batch_size: int) -> dict:
+def read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, batch_size: int) -> dict:
+    """The readers' accuracies on `k` images drawn per row of `embeddings` (z and eps from `seed`, so two models
+    read on the same rows are drawn with the same noise)."""
     gen = torch.Generator().manual_seed(seed)
     hits: dict[str, list[torch.Tensor]] = {}
     per_batch = max(1, batch_size // k)

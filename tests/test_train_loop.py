@@ -289,6 +289,55 @@ def test_eval_bundle_errors_are_one_line(base_run, tmp_path):
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
+def test_text_encoder_trains_and_the_two_stage_eval_runs_end_to_end(base_run, tmp_path):
+    pytest.importorskip("pocketsphinx")
+    from s2i_train.eval_cascade import REPORT_FILE, evaluate_two_stage, two_stage_lines
+
+    run = _copy(base_run, tmp_path, "cascade")
+    train_stage("generator", run, progress=False)
+    result = train_stage("text-encoder", run, progress=False)
+    assert result.end_step == 3  # the speech encoder's budget
+    meta = json.loads((run / "text-encoder.json").read_text())
+    speech = json.loads((run / "encoder.json").read_text())
+    assert meta["arch"] == "text-gru" and meta["config"]["embedding_dim"] == speech["config"]["embedding_dim"]
+    assert meta["summary"]["teacher"] == speech["summary"]["teacher"]
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"jel", "acc_colour"} <= set([x for x in logged if x["stage"] == "text-encoder"][-1])
+    report = evaluate_two_stage(None, run, captions_per_group=3, images_per_caption=2)
+    assert report["text_encoder"] and report["parsed"]
+    for group in ("espeak", "recorded"):
+        for condition in ("clean", "noisy_room", "telephone"):
+            cell = report["conditions"][group][condition]
+            assert cell["captions"] == 3 and {"colour", "shape", "size", "word_error_rate"} <= set(cell["asr"])
+            for system in ("direct", "cascade", "parsed"):
+                assert 0.0 <= cell[system]["colour"] <= 1.0
+    assert json.loads((run / REPORT_FILE).read_text())["captions_per_group"] == 3
+    lines = two_stage_lines(report)
+    assert any("ASR + text encoder" in line for line in lines) and any("ASR + parse" in line for line in lines)
+    # The latency benchmark's four contenders run on the same run and its bundle.
+    from benchmarks.cascade import run_cascade_latency
+    from s2i_export.onnx_export import export_bundle
+
+    bundle = export_bundle(run, tmp_path / "bundle")
+    timed = run_cascade_latency(run, bundle, Path(json.loads((run / REPORT_FILE).read_text())["dataset"]), clips=2,
+                                repeats=1, warmup=0)
+    assert len(timed["contenders"]) == 4 and all(row["repeats"] == 2 for row in timed["contenders"].values())
+    # The optional extra term: the generator's own read-outs must read the text embedding too.
+    train_stage("text-encoder", run, overrides=["text_encoder.readout_weight=1.0"], progress=False)
+    assert json.loads((run / "text-encoder.json").read_text())["summary"]["readout_weight"] == 1.0
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert {"readout", "readout_acc_shape"} <= set(last)
+
+
+def test_two_stage_errors_are_one_line(base_run, tiny_data, tmp_path):
+    with_bundle = _cli("eval", "--run", str(base_run), "--two-stage", "--bundle", str(tmp_path))
+    assert with_bundle.returncode == 2 and len(with_bundle.stderr.strip().splitlines()) == 1
+    no_encoder = _cli("text-encoder", "--run", str(tmp_path / "r"), "--data", str(tiny_data))
+    assert no_encoder.returncode == 2 and "no speech encoder" in no_encoder.stderr
+    assert len(no_encoder.stderr.strip().splitlines()) == 1
+
+
 def test_diversity_factors_reads_real_images_with_each_factor_fixed(base_run, tmp_path):
     from s2i_train.diversity_factors import FACTORS, factor_spread
 

@@ -83,6 +83,8 @@ def register_train_commands(app: typer.Typer) -> None:
         ("critics", "Train the critics: more teachers (teacher.critic_widths) that check the generator too."),
         ("encoder", "Train the speech encoder (teacher-student, classifier or SEN objective)."),
         ("generator", "Train the StackGAN-v2 generator on the frozen encoder's embeddings."),
+        ("text-encoder", "Train the two-stage baseline's text encoder on caption text, into the speech encoder's "
+         "space (after `encoder`; same teacher, targets and budget)."),
     ):
         app.command(name=stage, help=help_text)(_stage_command(stage))
 
@@ -99,6 +101,11 @@ def register_train_commands(app: typer.Typer) -> None:
             None, "--bundle", help="Evaluate this exported bundle (run by ONNX Runtime on the CPU) with RUN's judge "
             "instead of RUN's generator; writes RUN/eval-bundle-<precision>.json."),
         precision: str = typer.Option("fp32", "--precision", help="Bundle precision: fp32 or fp16 (--bundle only)."),
+        two_stage: bool = typer.Option(
+            False, "--two-stage", help="Compare the direct model with the two-stage baseline (pocketsphinx, then the "
+            "run's text encoder or a rule-based parse, then the same generator) on the table by voice and condition; "
+            "--max-captions is then the captions per voice group (default eval.condition_captions). Needs the `asr` "
+            "extra; writes RUN/eval-two-stage.json."),
         json_output: bool = JsonOption,
     ) -> None:
         """Evaluate a run on the test split: retrieval, judge accuracies, judge-FID/IS, diversity, grid."""
@@ -106,12 +113,31 @@ def register_train_commands(app: typer.Typer) -> None:
 
         if bundle is None and precision != "fp32":
             raise fail("--precision applies to --bundle only")
+        if two_stage:
+            if bundle is not None or grid is not None:
+                raise fail("--two-stage evaluates the run's own modules and draws no grid: drop --bundle and --grid")
+            _two_stage(run, data, max_captions, images_per_caption, seed, json_output)
+            return
         result = evaluate(data, run, images_per_caption=images_per_caption, max_captions=max_captions,
                           grid_path=grid, seed=seed, progress=not json_output, bundle=bundle, precision=precision)
         if json_output:
             typer.echo(json.dumps(result, sort_keys=True))
         else:
             for line in summary_lines(result):
+                typer.echo(line)
+
+    def _two_stage(run, data, max_captions, images_per_caption, seed: int, json_output: bool) -> None:
+        from ..eval_cascade import evaluate_two_stage, two_stage_lines
+
+        def progress(text: str) -> None:
+            typer.echo(f"two-stage: {text}", err=True)
+
+        result = evaluate_two_stage(data, run, captions_per_group=max_captions, images_per_caption=images_per_caption,
+                                    seed=seed, progress=None if json_output else progress)
+        if json_output:
+            typer.echo(json.dumps(result, sort_keys=True))
+        else:
+            for line in two_stage_lines(result):
                 typer.echo(line)
 
     @app.command(name="silhouette-judge")

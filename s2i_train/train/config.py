@@ -144,6 +144,23 @@ class EncoderTrainConfig:
 
 
 @dataclasses.dataclass
+class TextEncoderTrainConfig:
+    """The two-stage baseline's text encoder (`s2i-train text-encoder`). It trains exactly as the speech encoder
+    does (the `encoder` section's objective, teacher, targets, heads, steps, batch and optimiser), so the two
+    differ only in what they hear; these are the sizes of its own layers. Its embedding size and normalisation
+    are the speech encoder's."""
+
+    word_dim: int = 64
+    hidden: int = 128
+    attention_dim: int = 64
+    # Weight of one term the speech encoder does not have: the run's generator's own frozen attribute read-outs
+    # must read the caption's colour, shape and size off the text embedding (cross-entropy; needs the generator).
+    # The read-outs were fitted to the speech embeddings, and the same teacher targets leave the text embedding
+    # free in directions they rely on (docs/cascade.md). 0 = trained exactly as the speech encoder.
+    readout_weight: float = 0.0
+
+
+@dataclasses.dataclass
 class GeneratorTrainConfig:
     steps: int = 2000
     batch_size: int = 32
@@ -229,6 +246,7 @@ class TrainConfig:
     judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
     encoder: EncoderTrainConfig = dataclasses.field(default_factory=EncoderTrainConfig)
+    text_encoder: TextEncoderTrainConfig = dataclasses.field(default_factory=TextEncoderTrainConfig)
     generator: GeneratorTrainConfig = dataclasses.field(default_factory=GeneratorTrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 

@@ -142,13 +142,12 @@ class EncoderStage:
         self.targets, self.whitening = None, None
         self.teacher_name, self.teacher_scores = None, {}
         if cfg.objective in ("teacher_student", "sen"):
-            candidates = teacher_candidates(cfg.teacher, len(config.teacher.critic_widths))
-            self.teacher_name, self.targets, self.teacher_scores = choose_teacher(run_dir, candidates, images, size)
-            if cfg.teacher_whiten == "class":
-                self.whitening = FeatureWhitening.fit(self.targets, images.class_ids, cfg.teacher_whiten_shrink)
+            self.teacher_name, self.targets, self.teacher_scores = self._teacher(images, size)
+            self.whitening = self._whitening(images)
+            if self.whitening is not None:
                 self.targets = self.whitening(self.targets)
         self.captions = load_caption_bank(root, "train", images, run_dir=run_dir)
-        self.waves = load_wave_bank(root, "train", run_dir=run_dir) if cfg.wave_augment.enabled else None
+        self._load_inputs()
         self.class_targets = train_class_targets(self.captions.class_ids)
         # Indexed by caption from here on, so a step gathers its targets the same way whichever target is chosen.
         if self.targets is not None:
@@ -157,8 +156,7 @@ class EncoderStage:
             else:
                 self.targets = self.targets[self.captions.image_index]
         torch.manual_seed(config.run.seed)
-        self.model_config = cfg.model
-        self.model = build_speech_encoder(self.model_config)
+        self.model_config, self.model = self._build_model()
         dim = self.model.config.embedding_dim
         if self.targets is not None and self.targets.shape[1] != dim:
             raise ValueError(f"teacher features are {self.targets.shape[1]}-d, the encoder's embedding {dim}-d")
@@ -176,6 +174,34 @@ class EncoderStage:
         self.sampler = StepSampler(len(self.captions), cfg.batch_size, config.run.seed,
                                    distributed.rank(), distributed.world_size())
 
+    def _teacher(self, images, size: int) -> tuple[str, torch.Tensor, dict[str, float]]:
+        candidates = teacher_candidates(self.cfg.teacher, len(self.config.teacher.critic_widths))
+        return choose_teacher(self.run_dir, candidates, images, size)
+
+    def _whitening(self, images) -> FeatureWhitening | None:
+        if self.cfg.teacher_whiten != "class":
+            return None
+        return FeatureWhitening.fit(self.targets, images.class_ids, self.cfg.teacher_whiten_shrink)
+
+    def _load_inputs(self) -> None:
+        self.waves = (load_wave_bank(self.config.data.root, "train", run_dir=self.run_dir)
+                      if self.cfg.wave_augment.enabled else None)
+
+    def _build_model(self) -> tuple[Any, nn.Module]:
+        return self.cfg.model, build_speech_encoder(self.cfg.model)
+
+    def _inputs(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's input for the step's captions: their (augmented) features."""
+        mel, lengths = self.augmented_batch(idx, step) if self.waves is not None else self.captions.batch(idx)
+        if self.cfg.augment.enabled:
+            masks = torch.Generator().manual_seed((self.config.run.seed * 1_000_003 + step) * 64 + distributed.rank())
+            mel = spec_augment(mel, lengths, self.cfg.augment, self.captions.pad_value, masks)
+        return mel, lengths
+
+    def _extra_loss(self, student: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]] | None:
+        """A further term on the embeddings, for stages built on this one; none for the speech encoder."""
+        return None
+
     def _lr(self, step: int) -> float:
         if self.cfg.lr_decay_every <= 0:
             return self.cfg.lr
@@ -183,16 +209,13 @@ class EncoderStage:
 
     def train_step(self, step: int) -> dict[str, float]:
         idx = torch.tensor(self.sampler.indices(step))
-        mel, lengths = self.augmented_batch(idx, step) if self.waves is not None else self.captions.batch(idx)
-        if self.cfg.augment.enabled:
-            masks = torch.Generator().manual_seed((self.config.run.seed * 1_000_003 + step) * 64 + distributed.rank())
-            mel = spec_augment(mel, lengths, self.cfg.augment, self.captions.pad_value, masks)
+        inputs, lengths = self._inputs(idx, step)
         classes = self.captions.class_ids[idx]
         for group in self.opt.param_groups:
             group["lr"] = self._lr(step)
         self.trainable.train()
         target = self.targets[idx] if self.targets is not None else None
-        student, speech_logits, image_logits, attribute_logits = self.trained(mel, lengths, target)
+        student, speech_logits, image_logits, attribute_logits = self.trained(inputs, lengths, target)
         figures: dict[str, float] = {}
         if self.cfg.objective == "teacher_student":
             loss, parts = losses.teacher_student_loss(
@@ -221,6 +244,10 @@ class EncoderStage:
                 background, accs = attribute_loss(attribute_logits, said, ("background",))
                 loss = loss + self.cfg.background_weight * background
                 figures.update(background=background.item(), **accs)
+        extra = self._extra_loss(student, idx)
+        if extra is not None:
+            loss = loss + extra[0]
+            figures.update(extra[1])
         self.opt.zero_grad(set_to_none=True)
         backward(loss)
         self.opt.step()
@@ -253,15 +280,20 @@ class EncoderStage:
         self.trainable.load_state_dict(tree["model"])
         self.opt.load_state_dict(tree["opt"])
 
-    def save_outputs(self, step: int) -> None:
+    def summary(self, step: int) -> dict[str, Any]:
         summary = {"step": step, "objective": self.cfg.objective, "captions": len(self.captions)}
         if self.teacher_name is not None:
             summary["teacher"] = self.teacher_name
         if self.teacher_scores:
             summary["teacher_class_map"] = {name: round(v, 4) for name, v in self.teacher_scores.items()}
         if self.whitening is not None:
+            summary["teacher_whiten"] = self.cfg.teacher_whiten
+        return summary
+
+    def save_outputs(self, step: int) -> None:
+        summary = self.summary(step)
+        if self.whitening is not None:
             # Written before the encoder, whose summary is what says the targets were whitened.
             save_module(self.run_dir, TEACHER_WHITENING, self.whitening, self.whitening.config,
                         {"fitted_on": self.teacher_name})
-            summary["teacher_whiten"] = self.cfg.teacher_whiten
         save_module(self.run_dir, ENCODER, self.model.eval(), self.model_config, summary)

@@ -19,7 +19,7 @@ from .loop import LoopResult, LoopSettings, run_stage
 from .precision import warn_if_emulated
 from .state import latest_step
 
-STAGES = ("judge", "teacher", "critics", "encoder", "generator")
+STAGES = ("judge", "teacher", "critics", "encoder", "generator", "text-encoder")
 
 
 def resolve_config(
@@ -70,11 +70,17 @@ def build_stage(name: str, config: TrainConfig, run_dir: Path):
         from .generator import GeneratorStage
 
         return GeneratorStage(config, run_dir)
+    if name == "text-encoder":
+        from .text_encoder import TextEncoderStage
+
+        return TextEncoderStage(config, run_dir)
     raise InputError(f"unknown stage {name!r} (one of {', '.join(STAGES)})")
 
 
 def stage_steps(config: TrainConfig, name: str) -> int:
-    return int(getattr(config, "teacher" if critic_index(name) else name).steps)
+    # The text encoder's budget is the speech encoder's.
+    section = "teacher" if critic_index(name) else "encoder" if name == "text-encoder" else name
+    return int(getattr(config, section).steps)
 
 
 def _stage_seed(config: TrainConfig, name: str) -> int:
