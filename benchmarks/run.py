@@ -70,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Sizes for this run: the issue's defaults, --quick's small ones, then explicit options."""
+    """Sizes for this run: the defaults, --quick's small ones, then explicit options."""
     quick = args.quick
     chosen = {
         "batch_sizes": [1, 4, 8] if quick else [1, 8, 32],

@@ -12,7 +12,7 @@ Ops on the block list stay float32 (casts are inserted around them). Why each fa
   2048, and inputs reach 3000 frames;
 - whatever feeds only comparisons (`comparison_feeding_nodes`): the generator's drawn code blocks compare a
   number made from z with cumulative probabilities, and the draw must not move with rounding.
-These are the usual causes of NaN / black images in FP16 engines (GPU-API-NOTES "FP16 pitfalls").
+These are the usual causes of NaN or black images in FP16 engines.
 
 The check runs on ONNX Runtime CPU, which computes many float16 ops in float32 behind inserted casts, so an
 overflow that a GPU would hit can pass unseen there. The check therefore also runs the fp32 graph with every
@@ -54,7 +54,7 @@ FP32_OPS = (
     "Cast", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal", "Where",
 )
 
-# Acceptance (the figures): on ONNX Runtime CPU, fp16 against fp32 on the same inputs.
+# Acceptance: on ONNX Runtime CPU, fp16 against fp32 on the same inputs.
 MIN_EMBEDDING_COSINE = 0.999
 MAX_IMAGE_MAE = 1e-2
 FP16_MAX = 65504.0

@@ -1,4 +1,4 @@
-"""The log-Mel front end (DESIGN §2), in numpy.
+"""The log-Mel front end (docs/design.md, "Front end"), in numpy.
 
 This is the one definition of the features every model in s2i sees. Training (`s2i_train.frontend`),
 the CUDA kernel and any in-graph version must agree with it within 1e-3 dB.

@@ -1,4 +1,4 @@
-"""`Pipeline`: audio in, images out (DESIGN §4 Python API).
+"""`Pipeline`: audio in, images out (the Python API of docs/design.md).
 
     pipe = Pipeline.load()                      # the default model, best backend here
     images = pipe.generate(["a.wav"], seed=0)   # [[PIL.Image]] per input

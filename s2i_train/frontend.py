@@ -1,4 +1,4 @@
-"""The log-Mel front end of DESIGN §2 in torch, for training on whole padded batches (CPU or CUDA).
+"""The log-Mel front end of docs/design.md in torch, for training on whole padded batches (CPU or CUDA).
 
 Same numbers as `s2i_runtime.frontend.logmel` (the definition); the tests hold them within 1e-3 dB.
 """

@@ -1,4 +1,4 @@
-"""A test-only reference of DESIGN §2 built from librosa, independent of our implementations."""
+"""A test-only reference of the front end (docs/design.md) built from librosa, independent of our implementations."""
 
 import librosa
 import numpy as np

@@ -3,7 +3,7 @@
     python -m tests.fuzz_runtime --n 10000 [--bundle DIR] [--batch 250] [--json out.json]
 
 Cases come from `fuzz_corpus.audio_case(i)` (ten families of malformed and odd audio), so any failure is
-reproduced from its number alone. Stages, each asserting the properties of issue #34:
+reproduced from its number alone. Stages, each asserting the runtime's contract (docs/runtime-limits.md):
   library    every case through Pipeline.generate_outcomes between two good inputs: an image or an
              InputError, the good inputs always get theirs, no warning escapes
   cli        the cases as files, `--batch` per `s2i-run infer` call (a good input first and last), each

@@ -477,7 +477,7 @@ def test_layout_shift_generator_varies_with_the_last_z_pair_and_exports(tmp_path
 def test_default_generator_is_the_calibrated_cpu_size():
     gen = Generator(GeneratorConfig())
     assert gen.config.image_sizes == (64,)
-    assert 3.0e6 < count_parameters(gen) < 3.4e6  # CALIBRATION.md: 3.2 M parameters at 64x64
+    assert 3.0e6 < count_parameters(gen) < 3.4e6  # the CPU-sized model of docs/design.md
 
 
 def test_generator_config_validation():

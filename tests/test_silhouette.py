@@ -1,4 +1,4 @@
-"""The silhouette judge (issue #32): its mask against the renderer's own coverage, and a tiny training run."""
+"""The silhouette judge: its mask against the renderer's own coverage, and a tiny training run."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-// s2i log-Mel front end (DESIGN §2) as CUDA kernels for a whole padded batch.
+// s2i log-Mel front end (docs/design.md, "Front end") as CUDA kernels for a whole padded batch.
 //
 // The reference is s2i_runtime/frontend.py (numpy, float64). What float32 cannot carry to 1e-3 dB is
 // double here: the per-utterance mean, the pre-emphasised padded signal (s2i_signal) and the DFT

@@ -26,7 +26,7 @@ ARCH = "stackgan-v2-d"
 @dataclasses.dataclass(frozen=True)
 class DiscriminatorConfig:
     image_size: int = 64  # 64, 128 or 256
-    ndf: int = 32  # paper 64; CALIBRATION.md's CPU run used 32 (1.6 M parameters at 64x64)
+    ndf: int = 32  # paper 64; 32 keeps the CPU-sized model of docs/design.md trainable in minutes
     condition_dim: int = 128  # = the generator's ca_dim; 0 = no conditional logit
     attributes: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> classes; {} = no heads
     num_classes: int = 0  # > 0 adds a class head (AC-GAN on the class itself)

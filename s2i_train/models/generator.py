@@ -1,4 +1,4 @@
-"""StackGAN-v2 generator conditioned on a speech embedding (PAPER-NOTES "Generator").
+"""StackGAN-v2 generator conditioned on a speech embedding (Zhang et al., StackGAN++).
 
 Conditioning augmentation (Linear -> GLU -> mu, logvar; c = mu + exp(logvar/2) * eps), stage 1 from
 concat(z, c) to 4x4 and four up-blocks to 64x64, then per extra branch: joint conditioning with tiled c,
@@ -24,7 +24,7 @@ ARCH = "stackgan-v2"
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
-    """Generator settings. Defaults are the CPU-sized model of CALIBRATION.md (one 64x64 branch, ~3.2 M
+    """Generator settings. Defaults are the CPU-sized model of docs/design.md (one 64x64 branch, ~3.2 M
     parameters); the paper's is ngf 64, init_mult 16, branches 3 (64/128/256)."""
 
     embedding_dim: int = 1024
@@ -140,8 +140,8 @@ class ConditioningAugmentation(nn.Module):
 
     With an attribute code, frozen linear read-outs of the centred embedding add their softmax to the input
     of the linear layer: a caption of an unseen colour-shape pair gets an embedding the generator never
-    trained on, but its code is two familiar one-hot blocks side by side (CALIBRATION.md: from such codes the
-    generator draws unseen pairs)."""
+    trained on, but its code is two familiar one-hot blocks side by side, and from such codes the
+    generator draws unseen pairs."""
 
     def __init__(self, embedding_dim: int, ca_dim: int, attribute_code: tuple[int, ...] = (),
                  use_embedding: bool = True) -> None:

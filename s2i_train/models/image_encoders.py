@@ -2,8 +2,8 @@
 
 - `ShapesTeacher`: the image teacher for Spoken-Shapes. A CNN trained on training-class images with class
   and attribute heads, then frozen; its 1024-d features teach the speech encoder and its heads check the
-  generator's output. CALIBRATION.md: its shape/size/background heads must generalise to unseen
-  colour-shape combinations — train them on `colour_scrambled` copies (see there).
+  generator's output. Its shape/size/background heads must generalise to unseen colour-shape
+  combinations, so they also train on `colour_scrambled` copies (docs/design.md, "Training choices").
 - `Judge`: a small CNN that reads colour/shape/size/background; trained on real images only, separately
   from the teacher; quality figures are its accuracies on generated images.
 - `build_imagenet_teacher`: the papers' frozen ImageNet GoogLeNet (1024-d) / Inception-v3 (2048-d) for real
@@ -151,7 +151,9 @@ _CHANNEL_ORDERS = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 
 def colour_scrambled(
     images: torch.Tensor, fraction: float = 0.5, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decouple colour from shape for the teacher's shape/size/background heads (CALIBRATION.md).
+    """Decouple colour from shape for the teacher's shape/size/background heads.
+
+    A classifier trained plainly on seen classes learns which colour goes with which shape.
 
     A `fraction` of the batch gets either its RGB channels permuted (a different hue; grey backgrounds
     stay grey) or is turned grey (luma repeated over the channels). Returns (images, changed (B,) bool):

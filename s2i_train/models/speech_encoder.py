@@ -1,6 +1,6 @@
 """Speech encoders: log-Mel features (B, n_mels, T) + lengths -> one embedding per utterance.
 
-Two architectures (PAPER-NOTES "Speech encoders"):
+Two architectures:
 - "cnn-rnn" (Li et al.): per-band input BN, a conv over all mel bands, strided 1-D convs with BN/ReLU and
   two max-pools (time shrinks 64x), a bidirectional RNN, mean over valid steps. No L2 normalisation.
 - "s2igan" (Wang et al.): two Conv1d k6 s2 + BN, 2-layer BiGRU, self-attention pooling, L2-normalised.
