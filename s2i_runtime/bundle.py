@@ -1,4 +1,4 @@
-"""The model bundle (docs/design.md, "Model bundle"): a directory with s2i.json and the ONNX graphs. The one loader and writer.
+"""The model bundle (docs/design.md): a directory with s2i.json and the ONNX graphs. The one loader and writer.
 
 Export writes bundles with `write_manifest`; the runtime and every tool read them with `load_bundle`.
 s2i.json is checked against a strict schema and its own content hash (`manifest_schema.py`) before any

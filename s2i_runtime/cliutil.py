@@ -1,4 +1,4 @@
-"""What every s2i command line shares: one error line and the exit code contract (docs/design.md, "Command lines and exit codes").
+"""What every s2i command line shares: one error line and the exit code contract (docs/design.md).
 
 exit 0 ok, 2 bad input or usage, 1 internal error. The packages that depend on the runtime use this too.
 """

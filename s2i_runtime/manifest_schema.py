@@ -1,4 +1,4 @@
-"""s2i.json read strictly (docs/design.md, "Model bundle"): its JSON, a schema with types and ranges, and a hash of its content.
+"""s2i.json read strictly (docs/design.md): its JSON, a schema with types and ranges, and a hash of its content.
 
 Every field the runtime acts on has a type and a range, and a manifest that breaks one is refused with one
 line naming the field. The ranges also bound what a manifest can make the runtime allocate (FFT sizes,

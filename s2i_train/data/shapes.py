@@ -1,4 +1,4 @@
-"""Generate Spoken-Shapes (docs/design.md, "Spoken-Shapes"): images, spoken captions, split files, captions.jsonl and a dataset card.
+"""Generate Spoken-Shapes (docs/design.md): images, spoken captions, split files, captions.jsonl and a dataset card.
 
 Every image and caption is decided by a generator seeded from (seed, class id, image index, stream), so
 the dataset does not depend on how work is spread over processes. Each class is built in its own fresh

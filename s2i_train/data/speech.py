@@ -1,6 +1,6 @@
 """Speech synthesis with espeak-ng through espeakng-loader (ctypes), resampled to 16 kHz, written as WAV.
 
-Facts this relies on (docs/design.md, "Spoken-Shapes"): `espeak_Initialize(2 /*synchronous*/, 0, data_path, 0)` returns
+Facts this relies on (docs/design.md): `espeak_Initialize(2 /*synchronous*/, 0, data_path, 0)` returns
 the output rate (22050 Hz); `espeak_SetVoiceByName` returns 2 for an unknown language and then keeps the
 previous voice, and accepts an unknown `+variant` silently, so both are checked here. The library keeps
 global state — and part of it (the pitch "flutter" phase) survives even Terminate/Initialize, so the same

@@ -1,4 +1,4 @@
-"""The Spoken-Shapes vocabulary (docs/design.md, "Spoken-Shapes"): the one source of colours, shapes, classes and the test split.
+"""The Spoken-Shapes vocabulary (docs/design.md): the one source of colours, shapes, classes and the test split.
 
 Training, evaluation, the judge and export all read it from here; `vocabulary_dict()` is the JSON-able form
 that export copies into s2i.json and the dataset generator writes beside the data.
