@@ -1,8 +1,6 @@
-# Rebuild the shipped default model from scratch: data -> judge -> teacher, critics -> encoder -> generator ->
+# Rebuild the shipped default model from scratch: data -> judges -> teacher, critics -> encoder -> generator ->
 # eval -> ONNX bundle -> s2i_runtime/default_bundle/.   `make default-model`
-# About 52 minutes on 2 CPU cores with hardware bf16 (51.0 measured end to end for the config before mode seeking 1.0,
-# whose generator took 65 s less; README, "The default model", has the stage times). Override the locations, e.g.
-#   make default-model DATA=/tmp/shapes RUN=/tmp/run64
+# Override the locations, e.g.  make default-model DATA=/tmp/shapes RUN=/tmp/run64
 # Any stage can be continued after an interruption with `s2i-train <stage> --run $(RUN) --resume`.
 
 VENV ?= .venv
@@ -16,7 +14,7 @@ RUN_CLASSIFIER ?= $(RUN)-classifier
 # The teacher-student encoder on Li et al.'s own targets (each caption's image, raw teacher features), same budget.
 RUN_PER_IMAGE ?= $(RUN)-per-image
 
-.PHONY: default-model data train evaluate export encoder-baseline encoder-per-image clean-run
+.PHONY: default-model data train evaluate export encoder-baseline encoder-per-image clean-run examples-image
 
 default-model: export
 
@@ -66,3 +64,10 @@ encoder-per-image: $(RUN)/generator.safetensors
 
 clean-run:
 	rm -rf $(RUN) $(RUN_CLASSIFIER) $(RUN_PER_IMAGE)
+
+# README's picture: what the shipped model draws for the example WAVs, four samples each (one row per WAV).
+examples-image:
+	rm -rf build/examples && $(BIN)/s2i-run infer s2i_runtime/examples/large_red_star.wav \
+		s2i_runtime/examples/small_blue_circle.wav s2i_runtime/examples/big_green_triangle.wav \
+		--bundle $(BUNDLE_OUT) --num-images 4 --grid --out build/examples
+	cp build/examples/grid.png docs/examples.png

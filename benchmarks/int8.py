@@ -53,7 +53,7 @@ def quantize_generator(fp32_path: Path | str, out_path: Path | str, embeddings: 
     prepared = out_path.with_name(out_path.stem + ".pre.onnx")
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     # reduce_range: 7-bit weights, so that u8 x s8 products cannot saturate the 16-bit intermediate sums of CPUs with
-    # AVX2 but no VNNI (ONNX Runtime's quantisation guide); on such a CPU 8-bit weights were off fp32 by up to 1.08.
+    # AVX2 but no VNNI (ONNX Runtime's quantisation guide).
     quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     prepared.unlink(missing_ok=True)
