@@ -169,11 +169,6 @@ def unconditional_loss(output: DiscriminatorOutput, real: bool) -> torch.Tensor:
     return _bce(output.uncond_logits, real)
 
 
-def pair_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """BCE of the pair discriminator's logits (two images of one description, real pair or not)."""
-    return _bce(logits, real)
-
-
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Conditioning-augmentation KL to N(0, I): mean(-0.5 (1 + logvar - mu^2 - exp(logvar))).
     The caller multiplies by KL_WEIGHT (2, StackGAN-v2)."""

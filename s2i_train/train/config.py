@@ -79,12 +79,6 @@ class TeacherConfig:
     # so the teacher cannot read shape off colour (and hand that entanglement to the speech encoder).
     decorrelate_colour: bool = True
     scramble_fraction: float = 0.5
-    # Only scrambled images train the colour-free heads. Taught on intact images too, a head reads a small
-    # shape off its palette colour wherever the training classes allow it (no pink hexagon among them, so a
-    # small pink blob is a circle) and misreads exactly the held-out combinations. Off: the readers it gives
-    # confuse circle and hexagon far less, but the generator trained on them drew no better shape
-    # (docs/default-model.md).
-    colour_free_scrambled_only: bool = False
     # Critics: more teachers trained alike, one per width listed, from other seeds (`s2i-train critics`). They
     # only check the generator: its images must satisfy the teacher and every critic, and a pattern that
     # fools one network rarely fools three that were trained apart. () = the teacher alone.
@@ -98,7 +92,6 @@ class EncoderTrainConfig:
     batch_size: int = 64
     lr: float = 1e-3  # Li et al.
     weight_decay: float = 1e-5  # Li et al.
-    lr_decay_every: int = 0  # steps between ×0.5 decays; 0 = constant
     lambda_norm: float = 5.0
     lambda_kd: float = 1000.0  # the distillation temperature is losses.KD_TEMPERATURE (2)
     # What the teacher-student objective pulls a caption towards: "image" = the teacher's features of the
@@ -181,9 +174,6 @@ class GeneratorTrainConfig:
     # The teacher reads a randomly shifted (up to this fraction of the side) and mirrored copy of each
     # generated image, so G cannot satisfy it with patterns that only work in place. 0 = reads it as is.
     teacher_jitter: float = 0.0
-    # ... and blurred by a Gaussian of up to this many pixels (per image, drawn uniformly): a generator asked
-    # only for sharp images learns patterns that fool the teacher and not the judge. 0 = no blur.
-    teacher_blur: float = 0.0
     # Each step, the generated rows are dealt at random among the teacher and its critics, so each reader sees a
     # share of the batch instead of all of it: the same loss in expectation for a third of the readers' cost with
     # two critics (1.7 -> 1.23 s/step on a slow 2-core machine), time a fixed budget can spend on more steps.
@@ -192,27 +182,15 @@ class GeneratorTrainConfig:
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
     # asked to keep their images apart. 0 = off (shapes64 sets 1.0).
     mode_seeking_weight: float = 0.0
-    # Pair discriminator (conditional PacGAN): D also judges pairs of images of one description - two real images
-    # with the caption's colour, shape and size, or two samples of one caption with different z - and G is asked
-    # to make its pairs pass. 0 = off.
-    pair_weight: float = 0.0
     # The attribute code leaves what a caption does not say (the background, in half the templates) at uniform
     # probabilities (with generator.model.drawn_blocks each image then draws one). false = read-outs fitted to the
     # image's labels, which learn to guess an unsaid background from the voice.
     open_unspoken: bool = False
-    # The teacher and its critics must also read the background wherever the code fixes one: named by the
-    # caption, drawn per image (generator.model.drawn_blocks) or a novel code's. Needs teacher_consistency.
-    # (Measured and dropped: asking two samples of a caption that leaves the background open to differ - with
-    # independent z, half of an ideal generator's pairs share one, and the term cost shape 0.78 -> 0.64.) 0 = off.
-    background_weight: float = 0.0
     # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
     # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.
     # Needs an attribute code and condition_on_embedding = false. 0 = off.
     novel_code_fraction: float = 0.0
-    # Share of the mismatched ("wrong") real images that have the caption's colour and another shape, so D's
-    # conditional logit must check shape too. 0 = StackGAN's uniformly random other class.
-    wrong_same_colour_fraction: float = 0.0
     # Terms from the papers (issue #4's ablation), each 0 = off:
     # Li et al.'s class-aware loss: D's pooled features of each generated image must lie nearest (scaled cosine,
     # softmax over the batch) the real images of its caption's class.
@@ -357,8 +335,27 @@ def config_from_toml(text: str, where: str = "config") -> TrainConfig:
     return from_plain(TrainConfig, data, where)
 
 
+# Fields that were experiment switches, measured worse and removed. Run directories saved before their removal still
+# list them in config.toml; a file's copies are dropped so those runs stay readable, while `--set` still refuses them.
+REMOVED_FIELDS: dict[str, tuple[str, ...]] = {
+    "teacher": ("colour_free_scrambled_only",),
+    "encoder": ("lr_decay_every",),
+    "generator": ("pair_weight", "teacher_blur", "wrong_same_colour_fraction", "background_weight"),
+}
+
+
+def drop_removed_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (a parsed config file) without the REMOVED_FIELDS, whatever their values."""
+    for section, names in REMOVED_FIELDS.items():
+        table = data.get(section)
+        if isinstance(table, dict):
+            for name in names:
+                table.pop(name, None)
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """The defaults, updated by the TOML file at `path` (if any), then by `overrides`."""
+    """The defaults, updated by the TOML file at `path` (if any, less its REMOVED_FIELDS), then by `overrides`."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
@@ -370,6 +367,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise InputError(f"{path}: config file not found") from None
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise InputError(f"{path}: cannot read config ({exc})") from None
+        drop_removed_fields(data)
     apply_overrides(data, list(overrides or []))
     return from_plain(TrainConfig, data, where)
 
