@@ -10,8 +10,8 @@
 - diversity: mean pairwise judge-feature distance among the images of one utterance (different z), against
   the same for real images of one class, of one class and size, and of everything the caption says (class,
   size, and the background where it names one: what a faithful generator can reach, and the one-class figure
-  such a generator would score); also among correctly judged samples only (CALIBRATION.md: a malformed image
-  raises raw diversity too);
+  such a generator would score); also among correctly judged samples only, since a malformed image
+  raises raw diversity too;
 - an image grid PNG (one row per test class: a real image, then samples).
 
 With `bundle`, the speech embeddings and the images come from an exported model bundle run by the runtime
@@ -303,8 +303,8 @@ def _eval_inputs(root: Path, run_dir: Path, config: TrainConfig, seed: int, pipe
     sizes = tuple(sorted({judge.config.image_size, *([gen_size] if gen_size else []), config.teacher.image_size}))
     test_images = load_image_bank(root, "test", sizes, run_dir)
     all_test_captions = load_caption_bank(root, "test", test_images, run_dir=run_dir)
-    # The headline figures are read on the held-out espeak-ng voices, which every dataset version has; the table
-    # by voice and condition covers the recorded voices too.
+    # The headline figures are read on the held-out espeak-ng voices, so they stay comparable with runs made before
+    # the recorded voices existed; the table by voice and condition covers both kinds.
     test_captions = all_test_captions.subset(cell_captions(all_test_captions.records, "espeak", 0, seed))
     return EvalInputs(root, run_dir, config, seed, judge, drawer, test_images, all_test_captions, test_captions,
                       pipeline)

@@ -1,4 +1,4 @@
-"""Losses of s2i (PAPER-NOTES "Speech-encoder losses", "Generator"; CALIBRATION.md for the semantic terms).
+"""Losses of s2i: the speech encoder's (Li et al., S2IGAN), the GAN's (StackGAN-v2) and the semantic terms.
 
 Every function takes tensors (or the models' output tuples) and returns a scalar; composite losses also
 return their parts (detached) for logging. Each semantic-consistency term is a separate function so the

@@ -1,7 +1,7 @@
 """Spoken-Shapes held in memory for fast CPU training: every image of a split at the sizes needed
-(uint8) and every caption's log-Mel features, read once from the layout of DESIGN §5
-(`captions.jsonl`, `images/`, `audio/`) and cached in the run directory (safetensors, keyed by the
-dataset's and front end's fingerprints).
+(uint8) and every caption's log-Mel features, read once from the dataset's layout (`captions.jsonl`,
+`images/`, `audio/`; docs/design.md, "Spoken-Shapes") and cached in the run directory (safetensors, keyed
+by the dataset's and front end's fingerprints).
 
 The training loops index these banks with `StepSampler` indices; the models never see the text.
 """

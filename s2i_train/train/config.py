@@ -39,8 +39,8 @@ class RunConfig:
     log_every: int = 10  # steps between metrics.jsonl lines
     checkpoint_every: int = 200  # steps between checkpoints (and always at the end)
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
-    # "fp32", or "bf16": forward passes under CPU autocast (train/precision.py); about 2x faster where the CPU
-    # has AMX or AVX512-BF16, slower where it has neither. Evaluation and export stay fp32.
+    # "fp32", or "bf16": forward passes under CPU autocast (train/precision.py), faster where the CPU has AMX or
+    # AVX512-BF16 and slower where it has neither. Evaluation and export stay fp32.
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
@@ -49,7 +49,7 @@ class RunConfig:
 
 @dataclasses.dataclass
 class JudgeConfig:
-    """The evaluation judge (DESIGN §5): a CNN reading colour/shape/size, trained on real images only.
+    """The evaluation judge: a CNN reading colour/shape/size, trained on real images only.
 
     It trains on the training classes and on part of each held-out class's real images: it is a measuring
     instrument, never part of the model, and reading unseen combinations reliably is its whole job. The
@@ -75,8 +75,8 @@ class TeacherConfig:
     weight_decay: float = 1e-4
     image_size: int = 64
     width: int = 32  # its feature size is the speech encoder's embedding_dim (encoder.model.embedding_dim)
-    # CALIBRATION.md: shape/size/background heads see colour-swapped or greyed copies of half of each batch,
-    # so the teacher cannot read shape off colour (and hand that entanglement to the speech encoder).
+    # Shape/size/background heads also see colour-swapped or greyed copies (scramble_fraction of each batch), so
+    # the teacher cannot read shape off colour and hand that entanglement to the speech encoder.
     decorrelate_colour: bool = True
     scramble_fraction: float = 0.5
     # Critics: more teachers trained alike, one per width listed, from other seeds (`s2i-train critics`). They
@@ -102,21 +102,16 @@ class EncoderTrainConfig:
     teacher_target: str = "image"
     # Which frozen image network teaches: "teacher" (the run's teacher, Li et al.), a critic ("critic-2"), or
     # "best" = of the teacher and the critics, the one whose features retrieve the *training* images by class
-    # best (cosine mAP). Measured (docs/default-model.md): the three group unseen pairs at 0.935 / 0.968 / 0.979,
-    # in the order their training images rank them, but their students retrieve speech alike (0.959 / 0.939 /
-    # 0.954).
+    # best (cosine mAP), since only training data may decide. The ranking held on unseen pairs, but the students
+    # of the three retrieved speech alike (docs/default-model.md).
     teacher: str = "teacher"
     # Whiten the teacher's features before they become targets: "none" (Li et al.) or "class" = centre them and
     # whiten their within-class scatter, fitted on the training images (shrunk towards its mean variance by
     # teacher_whiten_shrink), kept at the raw features' mean norm; saved as `teacher-whitening`, through which
     # eval and the generator's speech matching read images too. The colour-decorrelated teacher spends most
-    # of its variance on position, rotation and shape, little on colour, and the student copies that layout
-    # (docs/default-model.md). Measured, speech->speech mAP on held-out pairs: none 0.959 / 0.950 (seeds 0 / 1),
-    # class at shrink 0.1 0.959 (colour now dominant, shape loose), at shrink 0.8 0.974 / 0.975 — the classifier
-    # baseline 0.972 / 0.971. That was one teacher: on the make run's own teacher, shrink 0.8 gave 0.866 against
-    # 0.968 unwhitened. There the per-image targets were what failed (whitening raises each image's pose to the
-    # size of the class directions): with teacher_target = "spoken_mean" it gave 0.970 / 0.971, and with the
-    # background head 0.967 / 0.973 against the classifier's 0.959 / 0.960, so shapes64.toml sets both.
+    # of its variance on position, rotation and shape, little on colour, and the student copies that layout.
+    # Whitening raises each image's pose to the size of the class directions, so it goes with
+    # teacher_target = "spoken_mean" (shapes64.toml sets both; docs/default-model.md has the measurements).
     teacher_whiten: str = "none"
     teacher_whiten_shrink: float = 0.8
     # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the
@@ -126,8 +121,8 @@ class EncoderTrainConfig:
     attribute_weight: float = 0.0
     # Weight of a background head on the embedding with three answers: dark, light, or not said. The
     # teacher-student target carries the image's background even where the caption leaves it open, so
-    # without it the embedding holds the background word weakly (the generator's read-out of it was right on
-    # 0.67 of the held-out captions that name it) and guesses the unsaid one from the voice. 0 = off.
+    # without it the embedding holds the background word weakly and guesses the unsaid one from the voice.
+    # 0 = off.
     background_weight: float = 0.0
     augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
     # Augmentation of the sound itself (speed, room, noise, telephone, gain, silence), drawn afresh every step;
@@ -162,11 +157,12 @@ class GeneratorTrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     kl_weight: float = 2.0
     ema_decay: float = 0.999
-    # Training batches on which the saved EMA's BatchNorm statistics are measured again (its running
-    # statistics are the live G's, measured on other weights). 0 = keep them as copied.
+    # Training batches on which the saved EMA's BatchNorm statistics are measured again, since the running
+    # statistics it copies are the live G's, gathered on other weights. 0 = keep them as copied.
     ema_batchnorm_batches: int = 100
     ndf: int = 32
-    # Semantic-consistency switches (CALIBRATION.md: without them shape stays at chance).
+    # Semantic-consistency switches: without them the generated shape stays near chance, because D's conditional
+    # logit learns to check colour, which tells most mismatched images apart, and hardly ever shape.
     d_attribute_heads: bool = True
     d_attribute_weight: float = 1.0
     teacher_consistency: bool = True
@@ -175,12 +171,11 @@ class GeneratorTrainConfig:
     # generated image, so G cannot satisfy it with patterns that only work in place. 0 = reads it as is.
     teacher_jitter: float = 0.0
     # Each step, the generated rows are dealt at random among the teacher and its critics, so each reader sees a
-    # share of the batch instead of all of it: the same loss in expectation for a third of the readers' cost with
-    # two critics (1.7 -> 1.23 s/step on a slow 2-core machine), time a fixed budget can spend on more steps.
-    # false = every reader reads every row.
+    # share of the batch instead of all of it: the same loss in expectation for a fraction of the readers' cost,
+    # time a fixed budget can spend on more steps. false = every reader reads every row.
     teacher_split_rows: bool = False
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
-    # asked to keep their images apart. 0 = off (shapes64 sets 1.0).
+    # asked to keep their images apart, so one caption does not collapse to one image. 0 = off.
     mode_seeking_weight: float = 0.0
     # The attribute code leaves what a caption does not say (the background, in half the templates) at uniform
     # probabilities (with generator.model.drawn_blocks each image then draws one). false = read-outs fitted to the
@@ -191,7 +186,7 @@ class GeneratorTrainConfig:
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.
     # Needs an attribute code and condition_on_embedding = false. 0 = off.
     novel_code_fraction: float = 0.0
-    # Terms from the papers (issue #4's ablation), each 0 = off:
+    # Terms from the papers, kept so their ablation can be rerun; each 0 = off:
     # Li et al.'s class-aware loss: D's pooled features of each generated image must lie nearest (scaled cosine,
     # softmax over the batch) the real images of its caption's class.
     class_aware_weight: float = 0.0

@@ -2,11 +2,11 @@
 
 Per step: D learns real/cond, real/uncond, wrong (a real image of another class with this caption's
 condition), fake; G learns to fool every scale's D, plus 2·KL of the conditioning augmentation; G's EMA
-is what gets saved. Semantic-consistency switches (CALIBRATION.md: without them shape stays at chance):
+is what gets saved. Semantic-consistency switches, without which the generated shape stays near chance:
 `d_attribute_heads` (AC-GAN: D reads colour/shape/size/background on real images; G is asked for the
 caption's colour/shape/size on fakes) and `teacher_consistency` (the frozen teacher's attribute heads
-read the fakes, optionally shifted and mirrored: `teacher_jitter`, and blurred: `teacher_blur`; with
-`teacher.critic_widths` the critics read them too and the term is the mean over all). `novel_code_fraction` adds samples
+read the fakes, optionally shifted and mirrored: `teacher_jitter`; with `teacher.critic_widths` the critics
+read them too and the term is the mean over all). `novel_code_fraction` adds samples
 conditioned on attribute combinations drawn from the vocabulary, which no caption may have: they get only the
 terms that need no matching real image, so G learns every combination, not just the training pairs'. The
 papers' own terms are switches too: Li et al.'s class-aware loss on D's features (`class_aware_weight`),
@@ -50,10 +50,9 @@ from .precision import backward
 SAMPLES_DIR = "samples"
 
 
-# Logits of the fitted read-outs are multiplied by this. The argmax is unchanged and training captions are
-# read with confidence ~0.999 either way, but a caption the fit is less sure of (an unseen pair, voice) gets
-# a near one-hot code like the training ones rather than a blend the generator never saw: measured on the
-# default model's held-out captions, judge colour 0.77 -> 0.82 at step 2000.
+# Logits of the fitted read-outs are multiplied by this, so a caption the fit is less sure of (an unseen pair or
+# voice) gets a near one-hot code like the training ones rather than a blend the generator never saw; the argmax
+# is unchanged.
 READOUT_SHARPNESS = 10.0
 
 
@@ -61,8 +60,8 @@ def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, c
                            spoken: torch.Tensor | None = None) -> None:
     """Fit the conditioning's frozen attribute read-outs to the training captions' labels (ATTRIBUTES order:
     the code's i-th block reads ATTRIBUTES[i]). Where `spoken` (N, 4) says a caption leaves an attribute open,
-    the target is uniform: fitted to the image's label, the read-out learned to guess an unsaid background
-    from the voice, confidently (0.97 on held-out captions), and G drew that one background for every z."""
+    the target is uniform, because a read-out fitted to the image's label learns to guess an unsaid background
+    from the voice, confidently, and G then draws that one background for every z."""
     expected = tuple(ATTRIBUTE_CLASSES[name] for name in ATTRIBUTES[: len(code)])
     if code != expected:
         raise InputError(f"generator.model.attribute_code must list the class counts of {ATTRIBUTES[: len(code)]} "
@@ -365,9 +364,7 @@ class GeneratorStage:
         """A copy of G's EMA whose BatchNorm statistics are its own. The EMA copies the running statistics of
         the live G, which were measured on other weights than the averaged ones; this measures them again on
         `generator.ema_batchnorm_batches` training batches (captions and novel codes, as in a step), like
-        SWA's update_bn. Measured on the default model's held-out captions: judge colour / shape
-        0.950 / 0.777 -> 0.969 / 0.788, judge-FID 113 -> 106. The EMA state itself is left alone, so a
-        resumed run continues exactly."""
+        SWA's update_bn. The EMA state itself is left alone, so a resumed run continues exactly."""
         model = copy.deepcopy(self.ema.module)
         norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if self.cfg.ema_batchnorm_batches <= 0 or not norms:
