@@ -200,6 +200,7 @@ class GeneratorStage:
     # ------------------------------------------------------------------ one step
 
     def train_step(self, step: int) -> dict[str, float]:
+        """D at every scale, then the relation supervisor (when weighted), then G and its EMA."""
         batch = self.sample_batch(step)
         figures: dict[str, float] = {}
         real_features = self.discriminator_step(batch, figures)
