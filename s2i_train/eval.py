@@ -10,8 +10,8 @@
 - diversity: mean pairwise judge-feature distance among the images of one utterance (different z), against
   the same for real images of one class, of one class and size, and of everything the caption says (class,
   size, and the background where it names one: what a faithful generator can reach, and the one-class figure
-  such a generator would score); also among correctly judged samples only (CALIBRATION.md: a malformed image
-  raises raw diversity too);
+  such a generator would score); also among correctly judged samples only, since a malformed image
+  raises raw diversity too;
 - an image grid PNG (one row per test class: a real image, then samples).
 
 With `bundle`, the speech embeddings and the images come from an exported model bundle run by the runtime
@@ -26,12 +26,14 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from s2i_runtime.errors import InputError
 from s2i_runtime.fsutil import atomic_path, atomic_write_text
@@ -58,9 +60,17 @@ from .metrics import (
     retrieval_scores,
 )
 from .silhouette import SILHOUETTE_JUDGE, load_silhouette_judge, silhouette_shape_read
-from .train.banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank, load_wave_bank
+from .train.banks import (
+    ATTRIBUTES,
+    CaptionBank,
+    ImageBank,
+    caption_embeddings,
+    load_caption_bank,
+    load_image_bank,
+    load_wave_bank,
+)
 from .train.common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES
-from .train.config import load_run_config
+from .train.config import TrainConfig, load_run_config
 
 EVAL_FILE = "eval.json"
 GRID_FILE = "eval_grid.png"
@@ -178,12 +188,67 @@ def evaluate(
 
             pipeline = stack.enter_context(Pipeline.load(bundle, backend="onnxruntime", device="cpu",
                                                          precision=precision))
-        return _evaluate(data, Path(run_dir), images_per_caption, max_captions, grid_path, seed, pipeline,
-                         precision)
+        return _evaluate(data, Path(run_dir), images_per_caption=images_per_caption, max_captions=max_captions,
+                         grid_path=grid_path, seed=seed, pipeline=pipeline, precision=precision)
 
 
-def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, seed: int, pipeline,
-              precision: str) -> dict[str, Any]:
+@dataclass
+class EvalInputs:
+    """What the sections of the report read: the run, its judge and (once loaded) teacher, the test split and
+    what draws the images."""
+
+    root: Path
+    run_dir: Path
+    config: TrainConfig
+    seed: int
+    judge: nn.Module
+    drawer: Drawer | None
+    test_images: ImageBank
+    all_test_captions: CaptionBank  # every voice: the table by voice and condition
+    test_captions: CaptionBank  # the held-out espeak-ng voices: the headline figures
+    pipeline: Any = None  # the runtime's Pipeline when a bundle is evaluated
+    teacher: nn.Module | None = None
+
+    @property
+    def judge_size(self) -> int:
+        return self.judge.config.image_size
+
+
+class RealReads(NamedTuple):
+    """The judge's (probabilities, features) of every real test image, in batches; and the features joined."""
+
+    batches: list[tuple[dict[str, torch.Tensor], torch.Tensor]]
+    features: torch.Tensor
+
+
+class SpeechSide(NamedTuple):
+    """The test captions' speech embeddings (None without an encoder), what embeds raw waves, and the attribute
+    probe fitted on the training captions (None for a bundle)."""
+
+    speech: torch.Tensor | None
+    embed_waves: Callable[[list[np.ndarray]], torch.Tensor] | None
+    probe: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None
+
+
+class Samples(NamedTuple):
+    """`per_caption` generated images for each test caption in `pick`, as the judge (and the teacher) read them."""
+
+    pick: torch.Tensor  # rows of the test captions drawn, sorted
+    per_caption: int
+    probs: dict[str, torch.Tensor]  # the judge's, per image
+    features: torch.Tensor  # the judge's trunk features, per image
+    labels: torch.Tensor  # (images, 4) what each image was asked for
+    teacher_hits: torch.Tensor | None  # (images, 3) the teacher's reading of the spoken attributes
+    grid_samples: dict[int, tuple[int, torch.Tensor]]  # per test class: its first caption and that one's images
+
+    def correct(self) -> torch.Tensor:
+        """(images,) bool: the judge reads the asked colour, shape and size."""
+        return torch.stack([self.probs[a].argmax(1) == self.labels[:, ATTRIBUTES.index(a)]
+                            for a in ("colour", "shape", "size")]).all(0)
+
+
+def _evaluate(data, run_dir: Path, *, images_per_caption: int | None, max_captions: int | None,
+              grid_path: str | Path | None, seed: int, pipeline, precision: str) -> dict[str, Any]:
     config = load_run_config(run_dir)
     root = Path(data) if data is not None else Path(config.data.root)
     if not root.is_dir():
@@ -194,219 +259,287 @@ def _evaluate(data, run_dir: Path, images_per_caption, max_captions, grid_path, 
     began = time.perf_counter()
     torch.manual_seed(seed)
 
+    inputs = _eval_inputs(root, run_dir, config, seed, pipeline)
+    report_file, grid_file = report_names(pipeline.bundle.path if pipeline is not None else None, precision)
+    result: dict[str, Any] = {
+        "dataset": str(root),
+        "run": str(run_dir),
+        "split": "test (held-out classes, held-out espeak-ng voices)",
+        "test_images": len(inputs.test_images),
+        "test_captions": len(inputs.test_captions),
+        "judge_feature_note": "judge-FID / judge-IS use the judge's features; not comparable to Inception numbers",
+    }
+    if pipeline is not None:
+        result["bundle"] = {"path": str(pipeline.bundle.path), "precision": precision,
+                            "backend": "onnxruntime (cpu)"}
+    result["judge_real"] = _judge_on_real_holdout(inputs)
+    real = _judge_reads_of_real(inputs)
+    inputs.teacher = load_module(run_dir, TEACHER).eval() if has_module(run_dir, TEACHER) else None
+    side = _retrieval_section(inputs, result)
+    if inputs.drawer is not None and side.speech is not None:
+        samples = _draw_samples(inputs, side.speech, per_caption=k, limit=limit)
+        result["generated"] = _generated_accuracies(inputs, samples)
+        result.update(_fid_and_is(samples, real))
+        result["diversity"] = _diversity(inputs, samples, real.features)
+        result["grid"] = _write_grid(inputs, samples, Path(grid_path) if grid_path else run_dir / grid_file)
+    if side.embed_waves is not None:
+        result["conditions"] = _conditions(root, run_dir, inputs.all_test_captions, side.embed_waves, inputs.drawer,
+                                           inputs.judge, ecfg, seed, side.probe)
+    result["seconds"] = round(time.perf_counter() - began, 2)
+    atomic_write_text(run_dir / report_file, json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _eval_inputs(root: Path, run_dir: Path, config: TrainConfig, seed: int, pipeline) -> EvalInputs:
+    """The run's judge, what draws images (the bundle, else the run's generator, else nothing) and the test split,
+    loaded at every size that reads it."""
     judge = load_judge(run_dir).eval()
-    judge_size = judge.config.image_size
     drawer = None
     if pipeline is not None:
         drawer = _bundle_drawer(pipeline)
     elif has_module(run_dir, GENERATOR):
         drawer = run_drawer(run_dir)
     gen_size = drawer.image_size if drawer is not None else None
-    report_file, grid_file = report_names(pipeline.bundle.path if pipeline is not None else None, precision)
-    sizes = tuple(sorted({judge_size, *([gen_size] if gen_size else []), config.teacher.image_size}))
+    sizes = tuple(sorted({judge.config.image_size, *([gen_size] if gen_size else []), config.teacher.image_size}))
     test_images = load_image_bank(root, "test", sizes, run_dir)
     all_test_captions = load_caption_bank(root, "test", test_images, run_dir=run_dir)
-    # The headline figures are read on the held-out espeak-ng voices, as before the recorded voices existed;
-    # the table by voice and condition covers both kinds.
+    # The headline figures are read on the held-out espeak-ng voices, so they stay comparable with runs made before
+    # the recorded voices existed; the table by voice and condition covers both kinds.
     test_captions = all_test_captions.subset(cell_captions(all_test_captions.records, "espeak", 0, seed))
-    result: dict[str, Any] = {
-        "dataset": str(root),
-        "run": str(run_dir),
-        "split": "test (held-out classes, held-out espeak-ng voices)",
-        "test_images": len(test_images),
-        "test_captions": len(test_captions),
-        "judge_feature_note": "judge-FID / judge-IS use the judge's features; not comparable to Inception numbers",
-    }
-    if pipeline is not None:
-        result["bundle"] = {"path": str(pipeline.bundle.path), "precision": precision,
-                            "backend": "onnxruntime (cpu)"}
+    return EvalInputs(root, run_dir, config, seed, judge, drawer, test_images, all_test_captions, test_captions,
+                      pipeline)
 
-    # The judge on real held-out images.
+
+def _judge_on_real_holdout(inputs: EvalInputs) -> dict[str, Any]:
+    """The judge's accuracy on the real held-out images it never trained on: how far its readings can be trusted."""
     from .train.judge import judge_holdout
 
-    holdout = judge_holdout(test_images, config.judge.holdout_fraction)
-    rows = torch.nonzero(holdout).flatten()
-    real_probs, real_feats = judge_read(judge, test_images.images(rows, judge_size))
-    result["judge_real"] = {"images": len(rows), **_accuracy(real_probs, test_images.attributes[rows], ATTRIBUTES)}
-    all_probs_feats = _batched(lambda r: judge_read(judge, test_images.images(r, judge_size)), len(test_images), 256)
-    all_real_feats = torch.cat([f for _, f in all_probs_feats])
+    images = inputs.test_images
+    rows = torch.nonzero(judge_holdout(images, inputs.config.judge.holdout_fraction)).flatten()
+    probs, _ = judge_read(inputs.judge, images.images(rows, inputs.judge_size))
+    return {"images": len(rows), **_accuracy(probs, images.attributes[rows], ATTRIBUTES)}
 
-    teacher = load_module(run_dir, TEACHER).eval() if has_module(run_dir, TEACHER) else None
 
-    embed_waves, probe = None, None
-    # Encoder retrieval.
-    if pipeline is not None:
-        embed_waves = lambda waves: torch.from_numpy(pipeline.embed(waves))  # noqa: E731
+def _judge_reads_of_real(inputs: EvalInputs) -> RealReads:
+    """The judge on every real test image: the reference of judge-FID, judge-IS and diversity."""
+    images = inputs.test_images
+    batches = _batched(lambda r: judge_read(inputs.judge, images.images(r, inputs.judge_size)), len(images), 256)
+    return RealReads(batches, torch.cat([f for _, f in batches]))
+
+
+def _retrieval_section(inputs: EvalInputs, result: dict[str, Any]) -> SpeechSide:
+    """Retrieval by class among the test captions (and against the teacher's image space where the encoder was
+    taught in it), the teacher on real held-out images, and the linear probe of the speech embeddings; writes
+    them into `result`."""
+    run_dir, test_captions = inputs.run_dir, inputs.test_captions
+    if inputs.pipeline is not None:
+        pipeline = inputs.pipeline
         # The bundle's own front end and encoder on the WAV files. Speech->image retrieval and the linear probe
         # need the run's image space and training embeddings: run-only figures.
-        speech = torch.from_numpy(pipeline.embed([root / r["audio"] for r in test_captions.records]))
+        speech = torch.from_numpy(pipeline.embed([inputs.root / r["audio"] for r in test_captions.records]))
         result["retrieval"] = {"objective": "bundle", **_speech_retrieval(speech, test_captions)}
-    elif has_module(run_dir, ENCODER):
-        encoder = load_module(run_dir, ENCODER).eval()
-        embed_waves = encoder_on_waves(encoder)
-        objective = read_meta(run_dir, ENCODER).get("summary", {}).get("objective", "unknown")
-        speech = caption_embeddings(encoder, test_captions)
-        labels = test_captions.class_ids.numpy()
-        retrieval: dict[str, Any] = {"objective": objective, **_speech_retrieval(speech, test_captions)}
-        if objective in ("teacher_student", "sen") and teacher is not None:
-            tsize = teacher.config.image_size
-            taught_by = encoder_teacher_name(run_dir)
-            image_side = encoder_image_space(run_dir, teacher)
-            feats = torch.cat(_batched(lambda r: image_side(test_images.images(r, tsize)).features,
-                                       len(test_images), 256))
-            retrieval["speech_to_image"] = retrieval_scores(speech.numpy(), labels, feats.numpy(),
-                                                            test_images.class_ids.numpy())
-            retrieval["teacher"] = taught_by
-            # The space the student was taught in, read on the held-out images alone: the geometry it inherits.
-            retrieval.update(_self_retrieval(feats, test_images, "image_to_image"))
-            # How well the frozen teacher itself reads unseen combinations (CALIBRATION.md's trap).
+        return SpeechSide(speech, lambda waves: torch.from_numpy(pipeline.embed(waves)), None)
+    if not has_module(run_dir, ENCODER):
+        return SpeechSide(None, None, None)
+    encoder = load_module(run_dir, ENCODER).eval()
+    objective = read_meta(run_dir, ENCODER).get("summary", {}).get("objective", "unknown")
+    speech = caption_embeddings(encoder, test_captions)
+    retrieval: dict[str, Any] = {"objective": objective, **_speech_retrieval(speech, test_captions)}
+    if objective in ("teacher_student", "sen") and inputs.teacher is not None:
+        retrieval.update(_image_space_retrieval(inputs, speech))
+        result["teacher_real"] = _teacher_on_real(inputs)
+    result["retrieval"] = retrieval
+    probe = _attribute_probe(encoder, inputs.root, run_dir)
+    result["encoder_probe"] = {name: float((probs.argmax(1) == test_captions.attributes[:, ATTRIBUTES.index(name)])
+                                           .float().mean()) for name, probs in probe(speech).items()}
+    return SpeechSide(speech, encoder_on_waves(encoder), probe)
+
+
+def _image_space_retrieval(inputs: EvalInputs, speech: torch.Tensor) -> dict[str, Any]:
+    """Speech->image retrieval in the image space the encoder was taught in, and image->image in it alone (the
+    geometry a teacher-student encoder inherits)."""
+    images, teacher = inputs.test_images, inputs.teacher
+    size = teacher.config.image_size
+    taught_by = encoder_teacher_name(inputs.run_dir)
+    image_side = encoder_image_space(inputs.run_dir, teacher)
+    feats = torch.cat(_batched(lambda r: image_side(images.images(r, size)).features, len(images), 256))
+    out: dict[str, Any] = {
+        "speech_to_image": retrieval_scores(speech.numpy(), inputs.test_captions.class_ids.numpy(), feats.numpy(),
+                                            images.class_ids.numpy()),
+        "teacher": taught_by,
+    }
+    out.update(_self_retrieval(feats, images, "image_to_image"))
+    return out
+
+
+@torch.no_grad()
+def _teacher_on_real(inputs: EvalInputs) -> dict[str, float]:
+    """The frozen teacher's accuracy on real held-out images: a teacher that reads unseen combinations badly hands
+    that to the speech encoder and the generator."""
+    images, teacher = inputs.test_images, inputs.teacher
+    size = teacher.config.image_size
+    heads = torch.cat([torch.cat([teacher(images.images(r, size)).attribute_logits[a].argmax(1, keepdim=True)
+                                  for a in ATTRIBUTES], 1)
+                       for r in torch.arange(len(images)).split(256)])
+    return {a: float((heads[:, i] == images.attributes[:, i]).float().mean()) for i, a in enumerate(ATTRIBUTES)}
+
+
+def _draw_samples(inputs: EvalInputs, speech: torch.Tensor, *, per_caption: int, limit: int) -> Samples:
+    """Draw `per_caption` images for each of up to `limit` test captions (0 = all) and read them with the judge
+    and the teacher."""
+    test_captions, drawer, k = inputs.test_captions, inputs.drawer, per_caption
+    batch = max(1, inputs.config.eval.batch_size // k)
+    n = len(test_captions) if not limit else min(limit, len(test_captions))
+    # Its own generator: which captions are drawn must not depend on what ran before (the probe does not run for
+    # a bundle).
+    pick = torch.randperm(len(test_captions), generator=torch.Generator().manual_seed(inputs.seed))[:n].sort().values
+    gen = torch.Generator().manual_seed(inputs.seed)
+    probs_all, feats_all, teacher_hits = [], [], []
+    grid_samples: dict[int, tuple[int, torch.Tensor]] = {}
+    for start in range(0, n, batch):
+        sel = pick[start : start + batch]
+        emb = speech[sel].repeat_interleave(k, 0)
+        z = torch.randn(len(emb), drawer.z_dim, generator=gen)
+        eps = torch.randn(len(emb), drawer.ca_dim, generator=gen)
+        images = drawer.draw(emb, z, eps)
+        probs, feats = judge_read(inputs.judge, images)
+        if inputs.teacher is not None:
+            # The teacher G was trained to satisfy, on the same images: where it reads far above the judge, G
+            # satisfies it with images that do not show the attribute.
             with torch.no_grad():
-                heads = torch.cat([torch.cat([teacher(test_images.images(r, tsize)).attribute_logits[a]
-                                              .argmax(1, keepdim=True) for a in ATTRIBUTES], 1)
-                                   for r in torch.arange(len(test_images)).split(256)])
-            result["teacher_real"] = {a: float((heads[:, i] == test_images.attributes[:, i]).float().mean())
-                                      for i, a in enumerate(ATTRIBUTES)}
-        result["retrieval"] = retrieval
-        probe = _attribute_probe(encoder, root, run_dir)
-        result["encoder_probe"] = {name: float((probs.argmax(1) == test_captions.attributes[:, ATTRIBUTES.index(name)])
-                                               .float().mean()) for name, probs in probe(speech).items()}
-    else:
-        speech = None
+                read = inputs.teacher(images).attribute_logits  # it resizes to its own input size
+            teacher_hits.append(torch.stack([read[a].argmax(1) for a in SPOKEN_ATTRIBUTES], 1))
+        probs_all.append(probs)
+        feats_all.append(feats)
+        for j, caption in enumerate(sel.tolist()):
+            cls = int(test_captions.class_ids[caption])
+            if cls not in grid_samples:
+                grid_samples[cls] = (caption, images[j * k : (j + 1) * k])
+    return Samples(
+        pick=pick,
+        per_caption=k,
+        probs={name: torch.cat([p[name] for p in probs_all]) for name in ATTRIBUTES},
+        features=torch.cat(feats_all),
+        labels=test_captions.attributes[pick].repeat_interleave(k, 0),
+        teacher_hits=torch.cat(teacher_hits) if teacher_hits else None,
+        grid_samples=grid_samples,
+    )
 
-    # Generation.
-    if drawer is not None and speech is not None:
-        # The generator's own teacher reading the same images: where it reads far above the judge, G has
-        # learned to satisfy the teacher with images that do not show the attribute.
-        teacher_hits: list[torch.Tensor] = []
-        n = len(test_captions) if not limit else min(limit, len(test_captions))
-        # Its own generator: which captions are drawn must not depend on what ran before (the probe does not
-        # run for a bundle).
-        pick = torch.randperm(len(test_captions), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        gen = torch.Generator().manual_seed(seed)
-        probs_all, feats_all = [], []
-        grid_samples = {}
-        for start in range(0, n, max(1, ecfg.batch_size // k)):
-            sel = pick[start : start + max(1, ecfg.batch_size // k)]
-            emb = speech[sel].repeat_interleave(k, 0)
-            z = torch.randn(len(emb), drawer.z_dim, generator=gen)
-            eps = torch.randn(len(emb), drawer.ca_dim, generator=gen)
-            images = drawer.draw(emb, z, eps)
-            probs, feats = judge_read(judge, images)
-            if teacher is not None:
-                with torch.no_grad():
-                    read = teacher(images).attribute_logits  # it resizes to its own input size
-                teacher_hits.append(torch.stack([read[a].argmax(1) for a in SPOKEN_ATTRIBUTES], 1))
-            probs_all.append(probs)
-            feats_all.append(feats)
-            for j, caption in enumerate(sel.tolist()):
-                cls = int(test_captions.class_ids[caption])
-                if cls not in grid_samples:
-                    grid_samples[cls] = (caption, images[j * k : (j + 1) * k])
-        probs = {name: torch.cat([p[name] for p in probs_all]) for name in ATTRIBUTES}
-        feats = torch.cat(feats_all)
-        labels = test_captions.attributes[pick].repeat_interleave(k, 0)
-        accuracy = _accuracy(probs, labels, ATTRIBUTES)
-        correct = torch.stack([probs[a].argmax(1) == labels[:, ATTRIBUTES.index(a)]
-                               for a in ("colour", "shape", "size")]).all(0)
-        size_small = labels[:, ATTRIBUTES.index("size")] == 0
-        background_hits = probs["background"].argmax(1) == labels[:, ATTRIBUTES.index("background")]
-        background_named = test_captions.spoken[pick, ATTRIBUTES.index("background")].repeat_interleave(k, 0)
-        teacher_accuracy = {}
-        if teacher_hits:
-            hits = torch.cat(teacher_hits)
-            teacher_accuracy = {a: float((hits[:, i] == labels[:, ATTRIBUTES.index(a)]).float().mean())
-                                for i, a in enumerate(SPOKEN_ATTRIBUTES)}
-        result["generated"] = {
-            "captions": n,
-            "images_per_caption": k,
-            "judge_accuracy": accuracy,
-            "judge_all_three_correct": float(correct.float().mean()),
-            "teacher_accuracy": teacher_accuracy,
-            # The background is only asked for where the caption names it.
-            "judge_background_where_named": (float(background_hits[background_named].float().mean())
-                                             if background_named.any() else None),
-            "judge_shape_by_size": {
-                "small": float((probs["shape"].argmax(1) == labels[:, 1])[size_small].float().mean()),
-                "large": float((probs["shape"].argmax(1) == labels[:, 1])[~size_small].float().mean()),
-            },
-            "judge_shape_by_class": _by_class(probs["shape"].argmax(1) == labels[:, 1],
-                                              test_captions.class_ids[pick].repeat_interleave(k, 0)),
-            "judge_shape_read_as": _read_as(labels[:, ATTRIBUTES.index("shape")], probs["shape"].argmax(1),
-                                            vocabulary.SHAPES),
-        }
-        # judge-FID against all real test images; judge-IS on the 64-way colour x shape distribution.
-        first = torch.arange(0, len(feats), k)
-        result["judge_fid"] = frechet_distance(feats[first].numpy(), all_real_feats.numpy())
-        result["judge_fid_real_halves"] = frechet_distance(all_real_feats[0::2].numpy(), all_real_feats[1::2].numpy())
-        joint = (probs["colour"][:, :, None] * probs["shape"][:, None, :]).flatten(1)
-        result["judge_is"], result["judge_is_std"] = inception_style_score(joint.numpy(), splits=1)
-        real_joint = torch.cat([(p["colour"][:, :, None] * p["shape"][:, None, :]).flatten(1)
-                                for p, _ in all_probs_feats])
-        result["judge_is_real"], _ = inception_style_score(real_joint.numpy(), splits=1)
-        # Diversity: same utterance, different z; real: same class.
-        groups = [feats[i * k : (i + 1) * k].numpy() for i in range(n)]
-        good = [feats[i * k : (i + 1) * k][correct[i * k : (i + 1) * k]].numpy() for i in range(n)]
-        real_groups = [all_real_feats[test_images.class_ids == c].numpy()
-                       for c in test_images.class_ids.unique()]
-        # A caption fixes the size too (and sometimes the background): the stricter real reference holds
-        # the class and size fixed, so a figure below 1 is not just the size the caption pinned.
-        size_col = ATTRIBUTES.index("size")
-        real_sized = [all_real_feats[(test_images.class_ids == c) & (test_images.attributes[:, size_col] == s)].numpy()
-                      for c in test_images.class_ids.unique() for s in (0, 1)]
-        # The fairest reference: real images that match everything the caption says (its class and size, and
-        # its background where it names one); a model that draws exactly what it is told scores 1 here.
-        bg_col = ATTRIBUTES.index("background")
-        named_bg = test_captions.spoken[pick, bg_col]
-        match_div = {}
 
-        def matched_real_diversity(caption: int, named: bool) -> float:
-            attrs = test_captions.attributes[caption]
-            key = (int(test_captions.class_ids[caption]), int(attrs[size_col]), int(attrs[bg_col]) if named else -1)
-            if key not in match_div:
-                same = (test_images.class_ids == key[0]) & (test_images.attributes[:, size_col] == key[1])
-                if named:
-                    same &= test_images.attributes[:, bg_col] == key[2]
-                match_div[key] = mean_pairwise_distance([all_real_feats[same].numpy()])
-            return match_div[key]
+def _generated_accuracies(inputs: EvalInputs, samples: Samples) -> dict[str, Any]:
+    """The judge's (and the teacher's) readings of the generated images against what each caption asked for."""
+    probs, labels, k = samples.probs, samples.labels, samples.per_caption
+    test_captions = inputs.test_captions
+    size_small = labels[:, ATTRIBUTES.index("size")] == 0
+    background_hits = probs["background"].argmax(1) == labels[:, ATTRIBUTES.index("background")]
+    background_named = test_captions.spoken[samples.pick, ATTRIBUTES.index("background")].repeat_interleave(k, 0)
+    teacher_accuracy = {}
+    if samples.teacher_hits is not None:
+        teacher_accuracy = {a: float((samples.teacher_hits[:, i] == labels[:, ATTRIBUTES.index(a)]).float().mean())
+                            for i, a in enumerate(SPOKEN_ATTRIBUTES)}
+    shape_hits = probs["shape"].argmax(1) == labels[:, 1]
+    return {
+        "captions": len(samples.pick),
+        "images_per_caption": k,
+        "judge_accuracy": _accuracy(probs, labels, ATTRIBUTES),
+        "judge_all_three_correct": float(samples.correct().float().mean()),
+        "teacher_accuracy": teacher_accuracy,
+        # The background is only asked for where the caption names it.
+        "judge_background_where_named": (float(background_hits[background_named].float().mean())
+                                         if background_named.any() else None),
+        "judge_shape_by_size": {
+            "small": float(shape_hits[size_small].float().mean()),
+            "large": float(shape_hits[~size_small].float().mean()),
+        },
+        "judge_shape_by_class": _by_class(shape_hits, test_captions.class_ids[samples.pick].repeat_interleave(k, 0)),
+        "judge_shape_read_as": _read_as(labels[:, ATTRIBUTES.index("shape")], probs["shape"].argmax(1),
+                                        vocabulary.SHAPES),
+    }
 
-        matched = np.array([matched_real_diversity(int(c), bool(b)) for c, b in zip(pick, named_bg, strict=True)])
-        own = np.array([mean_pairwise_distance([g]) for g in groups])
-        open_bg = ~named_bg.numpy()
-        generated_div = float(own.mean())  # every group holds k samples
-        correct_div = mean_pairwise_distance(good)
-        real_div = mean_pairwise_distance(real_groups)
-        real_sized_div = mean_pairwise_distance(real_sized)
-        result["diversity"] = {
-            "generated_same_utterance": generated_div,
-            "generated_same_utterance_correct_only": correct_div,
-            "real_same_class": real_div,
-            "real_same_class_and_size": real_sized_div,
-            "ratio": generated_div / real_div if real_div else None,
-            "ratio_correct_only": correct_div / real_div if real_div else None,
-            "ratio_vs_same_size": generated_div / real_sized_div if real_sized_div else None,
-            "real_matching_caption": float(matched.mean()),
-            # The most `ratio` can be for a generator that draws exactly what each caption says: real images
-            # matching the captions spread this much less than real images of one class.
-            "ratio_ceiling_for_faithful_generator": float(matched.mean() / real_div) if real_div else None,
-            "ratio_vs_matching_caption": float(own.mean() / matched.mean()) if matched.mean() else None,
-            "ratio_vs_matching_caption_open_background": (float(own[open_bg].mean() / matched[open_bg].mean())
-                                                          if open_bg.any() and matched[open_bg].mean() else None),
-        }
-        # Grid: one row per held-out class.
-        classes = sorted(grid_samples)[: max(ecfg.grid_rows, 1) * 2]
-        real_rows = test_captions.image_index[torch.tensor([grid_samples[c][0] for c in classes])]
-        grid = image_grid(test_images.images(real_rows, gen_size),
-                          torch.stack([grid_samples[c][1] for c in classes]))
-        grid_path = Path(grid_path) if grid_path else run_dir / grid_file
-        with atomic_path(grid_path) as tmp:
-            grid.save(tmp, format="PNG")
-        result["grid"] = str(grid_path)
-    if embed_waves is not None:
-        result["conditions"] = _conditions(root, run_dir, all_test_captions, embed_waves, drawer, judge, ecfg, seed,
-                                           probe)
-    result["seconds"] = round(time.perf_counter() - began, 2)
-    atomic_write_text(run_dir / report_file, json.dumps(result, indent=2, sort_keys=True) + "\n")
-    return result
+
+def _fid_and_is(samples: Samples, real: RealReads) -> dict[str, Any]:
+    """judge-FID of one image per caption against every real test image (and between two halves of the real
+    images, its floor), and judge-IS on the 64-way colour x shape distribution of the generated and real images."""
+    first = torch.arange(0, len(samples.features), samples.per_caption)
+    out: dict[str, Any] = {
+        "judge_fid": frechet_distance(samples.features[first].numpy(), real.features.numpy()),
+        "judge_fid_real_halves": frechet_distance(real.features[0::2].numpy(), real.features[1::2].numpy()),
+    }
+    probs = samples.probs
+    joint = (probs["colour"][:, :, None] * probs["shape"][:, None, :]).flatten(1)
+    out["judge_is"], out["judge_is_std"] = inception_style_score(joint.numpy(), splits=1)
+    real_joint = torch.cat([(p["colour"][:, :, None] * p["shape"][:, None, :]).flatten(1) for p, _ in real.batches])
+    out["judge_is_real"], _ = inception_style_score(real_joint.numpy(), splits=1)
+    return out
+
+
+def _diversity(inputs: EvalInputs, samples: Samples, real_feats: torch.Tensor) -> dict[str, Any]:
+    """Mean pairwise judge-feature distance among the images of one utterance (different z), against real images
+    of one class, of one class and size, and of everything the caption says."""
+    test_images, test_captions, pick = inputs.test_images, inputs.test_captions, samples.pick
+    feats, k, n = samples.features, samples.per_caption, len(samples.pick)
+    correct = samples.correct()
+    groups = [feats[i * k : (i + 1) * k].numpy() for i in range(n)]
+    # Correctly judged samples only: a malformed image spreads the features as much as a varied one does.
+    good = [feats[i * k : (i + 1) * k][correct[i * k : (i + 1) * k]].numpy() for i in range(n)]
+    real_groups = [real_feats[test_images.class_ids == c].numpy() for c in test_images.class_ids.unique()]
+    # A caption fixes the size too (and sometimes the background): the stricter real reference holds the class and
+    # size fixed, so a figure below 1 is not just the size the caption pinned.
+    size_col = ATTRIBUTES.index("size")
+    real_sized = [real_feats[(test_images.class_ids == c) & (test_images.attributes[:, size_col] == s)].numpy()
+                  for c in test_images.class_ids.unique() for s in (0, 1)]
+    # The fairest reference: real images that match everything the caption says (its class and size, and its
+    # background where it names one); a model that draws exactly what it is told scores 1 here.
+    bg_col = ATTRIBUTES.index("background")
+    named_bg = test_captions.spoken[pick, bg_col]
+    match_div = {}
+
+    def matched_real_diversity(caption: int, named: bool) -> float:
+        attrs = test_captions.attributes[caption]
+        key = (int(test_captions.class_ids[caption]), int(attrs[size_col]), int(attrs[bg_col]) if named else -1)
+        if key not in match_div:
+            same = (test_images.class_ids == key[0]) & (test_images.attributes[:, size_col] == key[1])
+            if named:
+                same &= test_images.attributes[:, bg_col] == key[2]
+            match_div[key] = mean_pairwise_distance([real_feats[same].numpy()])
+        return match_div[key]
+
+    matched = np.array([matched_real_diversity(int(c), bool(b)) for c, b in zip(pick, named_bg, strict=True)])
+    own = np.array([mean_pairwise_distance([g]) for g in groups])
+    open_bg = ~named_bg.numpy()
+    generated_div = float(own.mean())  # every group holds k samples
+    correct_div = mean_pairwise_distance(good)
+    real_div = mean_pairwise_distance(real_groups)
+    real_sized_div = mean_pairwise_distance(real_sized)
+    return {
+        "generated_same_utterance": generated_div,
+        "generated_same_utterance_correct_only": correct_div,
+        "real_same_class": real_div,
+        "real_same_class_and_size": real_sized_div,
+        "ratio": generated_div / real_div if real_div else None,
+        "ratio_correct_only": correct_div / real_div if real_div else None,
+        "ratio_vs_same_size": generated_div / real_sized_div if real_sized_div else None,
+        "real_matching_caption": float(matched.mean()),
+        # The most `ratio` can be for a generator that draws exactly what each caption says: real images matching
+        # the captions spread this much less than real images of one class.
+        "ratio_ceiling_for_faithful_generator": float(matched.mean() / real_div) if real_div else None,
+        "ratio_vs_matching_caption": float(own.mean() / matched.mean()) if matched.mean() else None,
+        "ratio_vs_matching_caption_open_background": (float(own[open_bg].mean() / matched[open_bg].mean())
+                                                      if open_bg.any() and matched[open_bg].mean() else None),
+    }
+
+
+def _write_grid(inputs: EvalInputs, samples: Samples, path: Path) -> str:
+    """The image grid: one row per held-out class (at most grid_rows * 2), a real image of its first caption then
+    that caption's samples. Returns the path written."""
+    grid_samples = samples.grid_samples
+    classes = sorted(grid_samples)[: max(inputs.config.eval.grid_rows, 1) * 2]
+    real_rows = inputs.test_captions.image_index[torch.tensor([grid_samples[c][0] for c in classes])]
+    grid = image_grid(inputs.test_images.images(real_rows, inputs.drawer.image_size),
+                      torch.stack([grid_samples[c][1] for c in classes]))
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")
+    return str(path)
 
 
 def encoder_on_waves(encoder) -> Callable[[list[np.ndarray]], torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Losses of s2i (PAPER-NOTES "Speech-encoder losses", "Generator"; CALIBRATION.md for the semantic terms).
+"""Losses of s2i: the speech encoder's (Li et al., S2IGAN), the GAN's (StackGAN-v2) and the semantic terms.
 
 Every function takes tensors (or the models' output tuples) and returns a scalar; composite losses also
 return their parts (detached) for logging. Each semantic-consistency term is a separate function so the
@@ -167,11 +167,6 @@ def unconditional_loss(output: DiscriminatorOutput, real: bool) -> torch.Tensor:
     """BCE of the unconditional logit alone: for images that have no real counterpart to condition on
     (generated from attribute combinations no caption has)."""
     return _bce(output.uncond_logits, real)
-
-
-def pair_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """BCE of the pair discriminator's logits (two images of one description, real pair or not)."""
-    return _bce(logits, real)
 
 
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

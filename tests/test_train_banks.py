@@ -37,21 +37,6 @@ def test_wrong_images_are_of_another_class(tiny):
     assert (bank.class_ids[wrong] != bank.class_ids[rows]).all()
 
 
-def test_same_colour_wrong_images_differ_only_in_shape(tiny):
-    bank = load_image_bank(tiny, "train", (64,))
-    rows = torch.arange(len(bank))
-    colour, shape = bank.attributes[:, 0], bank.attributes[:, 1]
-    wrong = bank.same_colour_wrong_indices(rows, 1.0, torch.Generator().manual_seed(0))
-    assert (colour[wrong] == colour[rows]).all() and (shape[wrong] != shape[rows]).all()
-    # A share of them: the rest are StackGAN's random other classes, mostly of another colour.
-    some = bank.same_colour_wrong_indices(rows, 0.5, torch.Generator().manual_seed(0))
-    assert (bank.class_ids[some] != bank.class_ids[rows]).all()
-    share = float((colour[some] == colour[rows]).float().mean())
-    assert 0.35 < share < 0.75
-    again = bank.same_colour_wrong_indices(rows, 0.5, torch.Generator().manual_seed(0))
-    assert torch.equal(some, again)
-
-
 def test_partners_share_the_given_attributes_and_are_other_images(tiny):
     bank = load_image_bank(tiny, "train", (64,))
     rows = torch.arange(len(bank))

@@ -6,12 +6,15 @@ import pytest
 
 from s2i_runtime.errors import InputError
 from s2i_train.train.config import (
+    REMOVED_FIELDS,
     TrainConfig,
     apply_overrides,
     builtin_config_path,
     config_from_toml,
     config_to_toml,
     load_config,
+    load_run_config,
+    save_config,
 )
 
 
@@ -65,3 +68,21 @@ def test_missing_file_and_unknown_builtin(tmp_path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(InputError):
         builtin_config_path("nope")
+
+
+def test_a_saved_run_config_with_removed_switches_still_loads(tmp_path):
+    config = TrainConfig()
+    config.encoder.background_weight = 0.3
+    save_config(tmp_path, config)
+    old = (tmp_path / "config.toml").read_text()
+    # As an older version wrote it: the removed switches, one of them on.
+    for section, names in REMOVED_FIELDS.items():
+        lines = "".join(f"{name} = {1 if name == 'lr_decay_every' else 'true' if 'only' in name else 0.5}\n"
+                        for name in names)
+        old = old.replace(f"[{section}]\n", f"[{section}]\n{lines}", 1)
+    assert "pair_weight = 0.5" in old and "lr_decay_every = 1" in old and "colour_free_scrambled_only = true" in old
+    (tmp_path / "config.toml").write_text(old)
+    assert load_run_config(tmp_path) == config  # the encoder's own background_weight is not a removed one
+    # Named on the command line, a removed switch is still refused.
+    with pytest.raises(InputError, match="unknown field.*pair_weight"):
+        load_config(tmp_path / "config.toml", ["generator.pair_weight=1.0"])

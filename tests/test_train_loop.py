@@ -117,22 +117,20 @@ def test_critics_are_teachers_of_their_own_width_and_seed(base_run, tmp_path):
     assert none.end_step == 0 and not (run / "critic-1.json").exists()
 
 
-def test_teacher_colour_free_heads_can_learn_from_scrambled_images_only(tiny_data, tmp_path):
+def test_teacher_scrambled_images_train_the_colour_free_heads_only(tiny_data, tmp_path):
     from s2i_train.train.runner import resolve_config
     from s2i_train.train.teacher import COLOUR_FREE, TeacherStage
 
-    # No image scrambled: with the switch on, nothing teaches shape, size or background; off, intact images do.
-    for only in (True, False):
-        run = tmp_path / f"only-{only}"
-        run.mkdir()
-        overrides = ["teacher.scramble_fraction=0", f"teacher.colour_free_scrambled_only={str(only).lower()}"]
-        stage = TeacherStage(resolve_config(run, TINY, overrides, tiny_data), run)
-        heads = stage.model.attribute_heads
-        before = {name: heads[name].weight.detach().clone() for name in (*COLOUR_FREE, "colour")}
-        stage.train_step(0)
-        for name in COLOUR_FREE:
-            assert torch.equal(before[name], heads[name].weight) == only, name
-        assert not torch.equal(before["colour"], heads["colour"].weight)
+    # Every image colour-scrambled: shape, size and background still learn, colour does not.
+    run = tmp_path / "scrambled"
+    run.mkdir()
+    stage = TeacherStage(resolve_config(run, TINY, ["teacher.scramble_fraction=1.0"], tiny_data), run)
+    heads = stage.model.attribute_heads
+    before = {name: heads[name].weight.detach().clone() for name in (*COLOUR_FREE, "colour")}
+    stage.train_step(0)
+    for name in COLOUR_FREE:
+        assert not torch.equal(before[name], heads[name].weight), name
+    assert torch.equal(before["colour"], heads["colour"].weight)
 
 
 @pytest.mark.slow
@@ -521,19 +519,6 @@ def test_papers_terms_train_and_the_relation_supervisor_resumes_exactly(base_run
 
 
 @pytest.mark.slow
-def test_generator_pair_discriminator_trains_and_resumes_exactly(base_run, tmp_path):
-    whole, halves = _copy(base_run, tmp_path, "pair"), _copy(base_run, tmp_path, "pair-halves")
-    pair = ["generator.pair_weight=1.0", "run.checkpoint_every=100"]
-    result = train_stage("generator", whole, overrides=[*pair, "generator.steps=4"], progress=False)
-    assert result.last_metrics["g_pair"] > 0 and result.last_metrics["d64_pair"] > 0
-    assert "mode_seeking" not in result.last_metrics  # pairs share captions without the mode-seeking term
-    train_stage("generator", halves, overrides=[*pair, "generator.steps=2"], progress=False)
-    train_stage("generator", halves, overrides=[*pair, "generator.steps=4"], resume=True, progress=False)
-    a, b = load_file(str(whole / "generator.safetensors")), load_file(str(halves / "generator.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.mark.slow
 def test_saved_generator_measures_its_own_batchnorm_statistics(base_run, tmp_path):
     from s2i_train.train.config import load_run_config
     from s2i_train.train.generator import GeneratorStage
@@ -588,18 +573,16 @@ def test_novel_codes_are_drawn_per_step_and_need_a_code_only_condition(base_run,
 
 
 @pytest.mark.slow
-def test_background_head_and_background_term_train(base_run, tmp_path):
+def test_background_head_and_drawn_background_train(base_run, tmp_path):
     run = _copy(base_run, tmp_path, "background")
     encoded = train_stage("encoder", run, overrides=["encoder.background_weight=1.0"], progress=False)
     assert 0.0 <= encoded.last_metrics["acc_background"] <= 1.0 and encoded.last_metrics["background"] > 0
-    spread = ["generator.open_unspoken=true", "generator.background_weight=1.0"]
-    result = train_stage("generator", run, overrides=spread, progress=False)
-    assert result.end_step == 3 and math.isfinite(result.last_metrics["g_background"])
-    assert result.last_metrics["g_background"] >= 0.0
+    result = train_stage("generator", run, overrides=["generator.open_unspoken=true"], progress=False)
+    assert result.end_step == 3 and math.isfinite(result.last_metrics["g_teacher"])
     # The background drawn per image: training feeds the real image's background in the code.
     drawn = train_stage("generator", run, overrides=["generator.model.drawn_blocks=[3]", "generator.steps=2"],
                         progress=False)
-    assert math.isfinite(drawn.last_metrics["g_background"])
+    assert math.isfinite(drawn.last_metrics["g_teacher"])
     from s2i_train.train.config import load_run_config
     from s2i_train.train.generator import GeneratorStage
 
@@ -609,10 +592,6 @@ def test_background_head_and_background_term_train(base_run, tmp_path):
     assert torch.equal(code[3].argmax(1), stage.captions.attributes[rows, 3]) and torch.equal(code[3].sum(1),
                                                                                                torch.ones(6))
     assert torch.allclose(code[0], stage.generator.ca.attribute_code(stage.embeddings[rows])[0])
-    closed = _cli("generator", "--run", str(run), "--set", "generator.teacher_consistency=false")
-    assert closed.returncode == 2
-    assert closed.stderr.strip().splitlines() == [
-        "error: generator.background_weight needs generator.teacher_consistency = true"]
 
 
 @pytest.mark.slow
@@ -625,7 +604,6 @@ def test_split_rows_deal_each_generated_image_to_one_reader(base_run, tmp_path):
     run = _copy(base_run, tmp_path, "split-readers")
     config = load_run_config(run)
     config.generator.teacher_split_rows = True
-    config.generator.background_weight = 1.0
     stage = GeneratorStage(config, run)  # the tiny config: the teacher and one critic
     shares = stage.reader_shares(6, 3)
     assert len(shares) == 2 and [weight for _, weight in shares] == [0.5, 0.5]
@@ -636,7 +614,7 @@ def test_split_rows_deal_each_generated_image_to_one_reader(base_run, tmp_path):
     with pytest.raises(InputError, match="at least 2 generated images"):
         stage.reader_shares(1, 0)
     figures = stage.train_step(0)
-    assert math.isfinite(figures["g_teacher"]) and math.isfinite(figures["g_background"])
+    assert math.isfinite(figures["g_teacher"])
     config.generator.teacher_split_rows = False
     assert stage.reader_shares(6, 3) == [(None, None)] * 2
 

@@ -1,7 +1,7 @@
 """Spoken-Shapes held in memory for fast CPU training: every image of a split at the sizes needed
-(uint8) and every caption's log-Mel features, read once from the layout of DESIGN §5
-(`captions.jsonl`, `images/`, `audio/`) and cached in the run directory (safetensors, keyed by the
-dataset's and front end's fingerprints).
+(uint8) and every caption's log-Mel features, read once from the dataset's layout (`captions.jsonl`,
+`images/`, `audio/`; docs/design.md, "Spoken-Shapes") and cached in the run directory (safetensors, keyed
+by the dataset's and front end's fingerprints).
 
 The training loops index these banks with `StepSampler` indices; the models never see the text.
 """
@@ -95,26 +95,10 @@ class ImageBank:
             picks[same] = torch.randint(0, n, (int(same.sum()),), generator=generator)
         return picks
 
-    def same_colour_wrong_indices(self, indices, fraction: float,
-                                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """`wrong_indices`, except that about `fraction` of them are images of the same colour and another
-        shape: a random other class differs in colour 7 times in 8, so D's conditional logit learns to
-        check colour and hardly ever shape. Rows with no such image keep their random pick."""
-        indices = torch.as_tensor(indices)
-        picks = self.wrong_indices(indices, generator)
-        chosen = torch.rand(len(indices), generator=generator) < fraction
-        colour, shape = self.attributes[:, 0], self.attributes[:, 1]
-        for row in torch.nonzero(chosen).flatten().tolist():
-            image = int(indices[row])
-            candidates = torch.nonzero((colour == colour[image]) & (shape != shape[image])).flatten()
-            if len(candidates):
-                picks[row] = candidates[torch.randint(len(candidates), (1,), generator=generator)]
-        return picks
-
     def partner_indices(self, indices, columns: tuple[int, ...], generator: torch.Generator | None = None
                         ) -> torch.Tensor:
         """For each index, another image that agrees with it on the attribute `columns` (itself when it is the
-        only one): the real half of the pair discriminator's pairs."""
+        only one): the relation supervisor's "similar" images."""
         indices = torch.as_tensor(indices)
         keys = self.attributes[:, list(columns)]
         picks = indices.clone()

@@ -39,8 +39,8 @@ class RunConfig:
     log_every: int = 10  # steps between metrics.jsonl lines
     checkpoint_every: int = 200  # steps between checkpoints (and always at the end)
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
-    # "fp32", or "bf16": forward passes under CPU autocast (train/precision.py); about 2x faster where the CPU
-    # has AMX or AVX512-BF16, slower where it has neither. Evaluation and export stay fp32.
+    # "fp32", or "bf16": forward passes under CPU autocast (train/precision.py), faster where the CPU has AMX or
+    # AVX512-BF16 and slower where it has neither. Evaluation and export stay fp32.
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
@@ -49,7 +49,7 @@ class RunConfig:
 
 @dataclasses.dataclass
 class JudgeConfig:
-    """The evaluation judge (DESIGN §5): a CNN reading colour/shape/size, trained on real images only.
+    """The evaluation judge: a CNN reading colour/shape/size, trained on real images only.
 
     It trains on the training classes and on part of each held-out class's real images: it is a measuring
     instrument, never part of the model, and reading unseen combinations reliably is its whole job. The
@@ -75,16 +75,10 @@ class TeacherConfig:
     weight_decay: float = 1e-4
     image_size: int = 64
     width: int = 32  # its feature size is the speech encoder's embedding_dim (encoder.model.embedding_dim)
-    # CALIBRATION.md: shape/size/background heads see colour-swapped or greyed copies of half of each batch,
-    # so the teacher cannot read shape off colour (and hand that entanglement to the speech encoder).
+    # Shape/size/background heads also see colour-swapped or greyed copies (scramble_fraction of each batch), so
+    # the teacher cannot read shape off colour and hand that entanglement to the speech encoder.
     decorrelate_colour: bool = True
     scramble_fraction: float = 0.5
-    # Only scrambled images train the colour-free heads. Taught on intact images too, a head reads a small
-    # shape off its palette colour wherever the training classes allow it (no pink hexagon among them, so a
-    # small pink blob is a circle) and misreads exactly the held-out combinations. Off: the readers it gives
-    # confuse circle and hexagon far less, but the generator trained on them drew no better shape
-    # (docs/default-model.md).
-    colour_free_scrambled_only: bool = False
     # Critics: more teachers trained alike, one per width listed, from other seeds (`s2i-train critics`). They
     # only check the generator: its images must satisfy the teacher and every critic, and a pattern that
     # fools one network rarely fools three that were trained apart. () = the teacher alone.
@@ -98,7 +92,6 @@ class EncoderTrainConfig:
     batch_size: int = 64
     lr: float = 1e-3  # Li et al.
     weight_decay: float = 1e-5  # Li et al.
-    lr_decay_every: int = 0  # steps between ×0.5 decays; 0 = constant
     lambda_norm: float = 5.0
     lambda_kd: float = 1000.0  # the distillation temperature is losses.KD_TEMPERATURE (2)
     # What the teacher-student objective pulls a caption towards: "image" = the teacher's features of the
@@ -109,21 +102,16 @@ class EncoderTrainConfig:
     teacher_target: str = "image"
     # Which frozen image network teaches: "teacher" (the run's teacher, Li et al.), a critic ("critic-2"), or
     # "best" = of the teacher and the critics, the one whose features retrieve the *training* images by class
-    # best (cosine mAP). Measured (docs/default-model.md): the three group unseen pairs at 0.935 / 0.968 / 0.979,
-    # in the order their training images rank them, but their students retrieve speech alike (0.959 / 0.939 /
-    # 0.954).
+    # best (cosine mAP), since only training data may decide. The ranking held on unseen pairs, but the students
+    # of the three retrieved speech alike (docs/default-model.md).
     teacher: str = "teacher"
     # Whiten the teacher's features before they become targets: "none" (Li et al.) or "class" = centre them and
     # whiten their within-class scatter, fitted on the training images (shrunk towards its mean variance by
     # teacher_whiten_shrink), kept at the raw features' mean norm; saved as `teacher-whitening`, through which
     # eval and the generator's speech matching read images too. The colour-decorrelated teacher spends most
-    # of its variance on position, rotation and shape, little on colour, and the student copies that layout
-    # (docs/default-model.md). Measured, speech->speech mAP on held-out pairs: none 0.959 / 0.950 (seeds 0 / 1),
-    # class at shrink 0.1 0.959 (colour now dominant, shape loose), at shrink 0.8 0.974 / 0.975 — the classifier
-    # baseline 0.972 / 0.971. That was one teacher: on the make run's own teacher, shrink 0.8 gave 0.866 against
-    # 0.968 unwhitened. There the per-image targets were what failed (whitening raises each image's pose to the
-    # size of the class directions): with teacher_target = "spoken_mean" it gave 0.970 / 0.971, and with the
-    # background head 0.967 / 0.973 against the classifier's 0.959 / 0.960, so shapes64.toml sets both.
+    # of its variance on position, rotation and shape, little on colour, and the student copies that layout.
+    # Whitening raises each image's pose to the size of the class directions, so it goes with
+    # teacher_target = "spoken_mean" (shapes64.toml sets both; docs/default-model.md has the measurements).
     teacher_whiten: str = "none"
     teacher_whiten_shrink: float = 0.8
     # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the
@@ -133,8 +121,8 @@ class EncoderTrainConfig:
     attribute_weight: float = 0.0
     # Weight of a background head on the embedding with three answers: dark, light, or not said. The
     # teacher-student target carries the image's background even where the caption leaves it open, so
-    # without it the embedding holds the background word weakly (the generator's read-out of it was right on
-    # 0.67 of the held-out captions that name it) and guesses the unsaid one from the voice. 0 = off.
+    # without it the embedding holds the background word weakly and guesses the unsaid one from the voice.
+    # 0 = off.
     background_weight: float = 0.0
     augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
     # Augmentation of the sound itself (speed, room, noise, telephone, gain, silence), drawn afresh every step;
@@ -169,11 +157,12 @@ class GeneratorTrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     kl_weight: float = 2.0
     ema_decay: float = 0.999
-    # Training batches on which the saved EMA's BatchNorm statistics are measured again (its running
-    # statistics are the live G's, measured on other weights). 0 = keep them as copied.
+    # Training batches on which the saved EMA's BatchNorm statistics are measured again, since the running
+    # statistics it copies are the live G's, gathered on other weights. 0 = keep them as copied.
     ema_batchnorm_batches: int = 100
     ndf: int = 32
-    # Semantic-consistency switches (CALIBRATION.md: without them shape stays at chance).
+    # Semantic-consistency switches: without them the generated shape stays near chance, because D's conditional
+    # logit learns to check colour, which tells most mismatched images apart, and hardly ever shape.
     d_attribute_heads: bool = True
     d_attribute_weight: float = 1.0
     teacher_consistency: bool = True
@@ -181,39 +170,23 @@ class GeneratorTrainConfig:
     # The teacher reads a randomly shifted (up to this fraction of the side) and mirrored copy of each
     # generated image, so G cannot satisfy it with patterns that only work in place. 0 = reads it as is.
     teacher_jitter: float = 0.0
-    # ... and blurred by a Gaussian of up to this many pixels (per image, drawn uniformly): a generator asked
-    # only for sharp images learns patterns that fool the teacher and not the judge. 0 = no blur.
-    teacher_blur: float = 0.0
     # Each step, the generated rows are dealt at random among the teacher and its critics, so each reader sees a
-    # share of the batch instead of all of it: the same loss in expectation for a third of the readers' cost with
-    # two critics (1.7 -> 1.23 s/step on a slow 2-core machine), time a fixed budget can spend on more steps.
-    # false = every reader reads every row.
+    # share of the batch instead of all of it: the same loss in expectation for a fraction of the readers' cost,
+    # time a fixed budget can spend on more steps. false = every reader reads every row.
     teacher_split_rows: bool = False
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
-    # asked to keep their images apart. 0 = off (shapes64 sets 1.0).
+    # asked to keep their images apart, so one caption does not collapse to one image. 0 = off.
     mode_seeking_weight: float = 0.0
-    # Pair discriminator (conditional PacGAN): D also judges pairs of images of one description - two real images
-    # with the caption's colour, shape and size, or two samples of one caption with different z - and G is asked
-    # to make its pairs pass. 0 = off.
-    pair_weight: float = 0.0
     # The attribute code leaves what a caption does not say (the background, in half the templates) at uniform
     # probabilities (with generator.model.drawn_blocks each image then draws one). false = read-outs fitted to the
     # image's labels, which learn to guess an unsaid background from the voice.
     open_unspoken: bool = False
-    # The teacher and its critics must also read the background wherever the code fixes one: named by the
-    # caption, drawn per image (generator.model.drawn_blocks) or a novel code's. Needs teacher_consistency.
-    # (Measured and dropped: asking two samples of a caption that leaves the background open to differ - with
-    # independent z, half of an ideal generator's pairs share one, and the term cost shape 0.78 -> 0.64.) 0 = off.
-    background_weight: float = 0.0
     # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
     # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.
     # Needs an attribute code and condition_on_embedding = false. 0 = off.
     novel_code_fraction: float = 0.0
-    # Share of the mismatched ("wrong") real images that have the caption's colour and another shape, so D's
-    # conditional logit must check shape too. 0 = StackGAN's uniformly random other class.
-    wrong_same_colour_fraction: float = 0.0
-    # Terms from the papers (issue #4's ablation), each 0 = off:
+    # Terms from the papers, kept so their ablation can be rerun; each 0 = off:
     # Li et al.'s class-aware loss: D's pooled features of each generated image must lie nearest (scaled cosine,
     # softmax over the batch) the real images of its caption's class.
     class_aware_weight: float = 0.0
@@ -357,8 +330,27 @@ def config_from_toml(text: str, where: str = "config") -> TrainConfig:
     return from_plain(TrainConfig, data, where)
 
 
+# Fields that were experiment switches, measured worse and removed. Run directories saved before their removal still
+# list them in config.toml; a file's copies are dropped so those runs stay readable, while `--set` still refuses them.
+REMOVED_FIELDS: dict[str, tuple[str, ...]] = {
+    "teacher": ("colour_free_scrambled_only",),
+    "encoder": ("lr_decay_every",),
+    "generator": ("pair_weight", "teacher_blur", "wrong_same_colour_fraction", "background_weight"),
+}
+
+
+def drop_removed_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (a parsed config file) without the REMOVED_FIELDS, whatever their values."""
+    for section, names in REMOVED_FIELDS.items():
+        table = data.get(section)
+        if isinstance(table, dict):
+            for name in names:
+                table.pop(name, None)
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """The defaults, updated by the TOML file at `path` (if any), then by `overrides`."""
+    """The defaults, updated by the TOML file at `path` (if any, less its REMOVED_FIELDS), then by `overrides`."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
@@ -370,6 +362,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise InputError(f"{path}: config file not found") from None
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise InputError(f"{path}: cannot read config ({exc})") from None
+        drop_removed_fields(data)
     apply_overrides(data, list(overrides or []))
     return from_plain(TrainConfig, data, where)
 

@@ -202,17 +202,10 @@ class EncoderStage:
         """A further term on the embeddings, for stages built on this one; none for the speech encoder."""
         return None
 
-    def _lr(self, step: int) -> float:
-        if self.cfg.lr_decay_every <= 0:
-            return self.cfg.lr
-        return self.cfg.lr * 0.5 ** (step // self.cfg.lr_decay_every)
-
     def train_step(self, step: int) -> dict[str, float]:
         idx = torch.tensor(self.sampler.indices(step))
         inputs, lengths = self._inputs(idx, step)
         classes = self.captions.class_ids[idx]
-        for group in self.opt.param_groups:
-            group["lr"] = self._lr(step)
         self.trainable.train()
         target = self.targets[idx] if self.targets is not None else None
         student, speech_logits, image_logits, attribute_logits = self.trained(inputs, lengths, target)

@@ -25,25 +25,3 @@ def jitter_images(images: torch.Tensor, max_shift: float, generator: torch.Gener
     theta[:, :, 2] = shift
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def blur_images(images: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """images (B, C, H, W), each blurred by a Gaussian of its own width drawn uniformly from [0, max_sigma]
-    pixels (edges replicated). A pattern that only fools a reader while sharp does not survive a blur; the
-    outline of a shape does. Gradients flow to `images`."""
-    if max_sigma <= 0:
-        return images
-    batch, channels, height, width = images.shape
-    radius = max(1, int(3 * max_sigma + 0.5))
-    sigma = torch.rand(batch, generator=generator) * max_sigma
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    # sigma -> 0 tends to the identity kernel; the clamp keeps the division finite.
-    kernels = torch.exp(-taps[None] ** 2 / (2 * sigma[:, None].clamp(min=1e-3) ** 2))
-    kernels = (kernels / kernels.sum(1, keepdim=True)).to(images)
-    kernels = kernels.repeat_interleave(channels, 0)  # one 1-D kernel per (image, channel)
-    flat = images.reshape(1, batch * channels, height, width)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernels[:, None, None, :],
-                    groups=batch * channels)
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernels[:, None, :, None],
-                    groups=batch * channels)
-    return flat.reshape(batch, channels, height, width)

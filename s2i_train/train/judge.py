@@ -1,4 +1,4 @@
-"""Train the judge (DESIGN §5): a CNN that reads colour, shape, size and background from real images only.
+"""Train the judge: a CNN that reads colour, shape, size and background from real images only.
 
 It learns from the training classes and from part of every held-out class (it is an evaluation instrument,
 not part of the model); `judge_holdout` names the held-out images it never sees, on which its own

@@ -3,10 +3,9 @@
 With `run.precision = "bf16"` each step's forward passes run under CPU autocast: convolutions and matrix
 products in bfloat16, reductions, normalisation statistics and losses in fp32 (autocast's own lists), the
 weights, gradients, optimiser and EMA state in fp32. Backward passes run outside autocast, as PyTorch
-advises; they follow the dtypes the forward pass chose. Measured with `python -m benchmarks.train_precision`
-(docs/default-model.md, "Training in bf16"), on a 2-core Xeon with AMX / a 2-core AMD EPYC with AVX512-BF16:
-judge 2.0x / 2.0x, teacher 2.4x / 1.5x, generator 1.8x / 2.0x as fast; the BiGRU speech encoder 0.9x / 1.0x.
-Without hardware bf16 the same arithmetic is emulated and slower than fp32, hence a warning.
+advises; they follow the dtypes the forward pass chose. On CPUs with AVX512-BF16 or AMX the convolutional
+stages train faster this way (`python -m benchmarks.train_precision` times each stage; docs/default-model.md has
+the measured history). Without hardware bf16 the same arithmetic is emulated and slower than fp32, hence a warning.
 """
 
 from __future__ import annotations

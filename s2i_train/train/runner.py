@@ -141,8 +141,7 @@ def train_stage(
         return result
     finally:
         # DistributedDataParallel wrappers sit in reference cycles that hold the process group; left to the
-        # collector at interpreter exit, gloo's threads can die with the interpreter half torn down (SIGABRT,
-        # about 1 run in 10 before this collect; none in 40 after).
+        # collector at interpreter exit, gloo's threads can die with the interpreter half torn down (SIGABRT).
         gc.collect()
         distributed.shutdown()
 

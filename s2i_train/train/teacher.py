@@ -1,10 +1,9 @@
 """Train the image teacher on training-class images, then it is frozen: its features teach the speech
 encoder, its attribute heads check the generator.
 
-CALIBRATION.md: a plainly trained teacher learns which colour goes with which shape and reads held-out
-combinations badly, and would hand that entanglement to the speech encoder. So half of each batch is
-colour-scrambled (RGB permuted or greyed) and those images train only the colour-free heads (with
-`colour_free_scrambled_only`, they alone train them).
+A plainly trained teacher learns which colour goes with which shape and reads held-out combinations badly, and
+would hand that entanglement to the speech encoder. So part of each batch is colour-scrambled (RGB permuted or
+greyed): those images train the colour-free heads but not the colour head or the class head.
 """
 
 from __future__ import annotations
@@ -62,8 +61,7 @@ class TeacherStage(OneCycleImageStage):
         intact = (~changed).float()
         self.model.train()
         out = self.trained(images)
-        free_rows = changed if self.cfg.decorrelate_colour and self.cfg.colour_free_scrambled_only else None
-        free_loss, accs = attribute_loss(out.attribute_logits, labels, COLOUR_FREE, keep=free_rows)
+        free_loss, accs = attribute_loss(out.attribute_logits, labels, COLOUR_FREE)
         colour_loss, colour_acc = attribute_loss(out.attribute_logits, labels, ("colour",), keep=~changed)
         class_loss = (F.cross_entropy(out.class_logits, self.class_targets[idx], reduction="none") * intact).sum()
         class_loss = class_loss / intact.sum().clamp(min=1.0)
