@@ -526,20 +526,6 @@ def test_discriminator_heads_reuse_the_image_code():
     assert disc(images).attribute_logits == {} and disc(images).class_logits is None
 
 
-def test_pair_head_is_symmetric_and_needs_the_switch():
-    torch.manual_seed(0)
-    disc = Discriminator(DiscriminatorConfig(ndf=4, condition_dim=6, pair_head=True)).eval()
-    a, b = disc.encode(torch.randn(3, 3, 64, 64)), disc.encode(torch.randn(3, 3, 64, 64))
-    logits = disc.pair_logits(a, b)
-    assert logits.shape == (3,) and torch.equal(logits, disc.pair_logits(b, a))
-    # Identical images (a generator ignoring z) all get one logit, whatever the image.
-    same = disc.pair_logits(a, a)
-    assert torch.allclose(same, same[:1].expand(3))
-    with pytest.raises(ValueError, match="no pair head"):
-        Discriminator(DiscriminatorConfig(ndf=4)).pair_logits(a, b)
-    assert build_discriminators((64,), ndf=4, pair_head=True)[0].config.pair_head
-
-
 def test_build_discriminators_one_per_branch():
     discs = build_discriminators((64, 128), ndf=4, condition_dim=6)
     assert [d.config.image_size for d in discs] == [64, 128]

@@ -4,10 +4,7 @@ Each reads an image down to a 4x4 x 8*ndf code, then gives
 - an unconditional logit (real vs fake),
 - a conditional logit from the code joined with the condition (the CA mean mu, tiled to 4x4),
 - optionally, AC-GAN auxiliary logits per attribute (colour/shape/size/background) and per class,
-- pooled features (B, 8*ndf) for a class-aware or matching loss,
-- optionally, a pair logit for two images of one description (PacGAN's packing, Lin et al. 2018, made
-  conditional): real pairs are two real images with the same spoken attributes, fake pairs two samples of one
-  caption with different z. A generator that ignores z draws identical pairs, which this head sees at once.
+- pooled features (B, 8*ndf) for a class-aware or matching loss.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ class DiscriminatorConfig:
     condition_dim: int = 128  # = the generator's ca_dim; 0 = no conditional logit
     attributes: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> classes; {} = no heads
     num_classes: int = 0  # > 0 adds a class head (AC-GAN on the class itself)
-    pair_head: bool = False  # a logit for (image, image) pairs of one description
 
     def __post_init__(self) -> None:
         if self.image_size not in (64, 128, 256):
@@ -111,7 +107,6 @@ class Discriminator(nn.Module):
             {name: nn.Linear(code * 16, int(count)) for name, count in config.attributes.items()}
         )
         self.class_head = nn.Linear(code * 16, config.num_classes) if config.num_classes else None
-        self.pair = nn.Sequential(_block3x3(code, code), nn.Conv2d(code, 1, 4, stride=4)) if config.pair_head else None
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, 0.0, 0.02)
@@ -133,13 +128,6 @@ class Discriminator(nn.Module):
         classes = self.class_head(flat) if self.class_head is not None else None
         return DiscriminatorOutput(uncond, cond, attributes, classes, code.mean(dim=(2, 3)))
 
-    def pair_logits(self, code_a: torch.Tensor, code_b: torch.Tensor) -> torch.Tensor:
-        """(B,) logits that the pairs (a[i], b[i]) of image codes are two real images of one description.
-        Reads |a - b|: symmetric in the pair, and zero for a generator that ignores its noise."""
-        if self.pair is None:
-            raise ValueError("this discriminator has no pair head (pair_head = false)")
-        return self.pair((code_a - code_b).abs()).flatten()
-
 
 def build_discriminator(config: DiscriminatorConfig) -> Discriminator:
     return Discriminator(config)
@@ -151,7 +139,6 @@ def build_discriminators(
     condition_dim: int = 128,
     attributes: dict[str, int] | None = None,
     num_classes: int = 0,
-    pair_head: bool = False,
 ) -> nn.ModuleList:
     """One discriminator per generator branch, in the generator's order (smallest image first)."""
     return nn.ModuleList(
@@ -162,7 +149,6 @@ def build_discriminators(
                 condition_dim=condition_dim,
                 attributes=dict(attributes or {}),
                 num_classes=num_classes,
-                pair_head=pair_head,
             )
         )
         for size in image_sizes
