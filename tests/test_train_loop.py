@@ -354,6 +354,69 @@ def _cli(*args):
                           timeout=120)
 
 
+def _as_saved_before_the_renames(run: Path) -> None:
+    """Rewrite a run as versions before the renames left it: critic-N files and state, old config keys, a
+    generator.json that says drawn_blocks."""
+    from s2i_train.train.config import RENAMED_FIELDS
+
+    for suffix in (".safetensors", ".json"):
+        (run / f"checker-1{suffix}").rename(run / f"critic-1{suffix}")
+    (run / "state" / "checker-1").rename(run / "state" / "critic-1")
+    text = (run / "config.toml").read_text()
+    for names in RENAMED_FIELDS.values():
+        for old, new in names.items():
+            assert f"\n{new} = " in text
+            text = text.replace(f"\n{new} = ", f"\n{old} = ")
+    (run / "config.toml").write_text(text)
+    meta = json.loads((run / "generator.json").read_text())
+    meta["config"]["drawn_blocks"] = meta["config"].pop("sampled_code_blocks")
+    (run / "generator.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.slow
+def test_a_run_saved_before_the_renames_evaluates_exports_and_resumes(base_run, tmp_path):
+    from s2i_export.onnx_export import export_bundle
+    from s2i_runtime.errors import InputError
+    from s2i_train.eval import evaluate
+    from s2i_train.train.config import load_run_config
+
+    run = _copy(base_run, tmp_path, "old-names")
+    train_stage("generator", run, overrides=["generator.model.sampled_code_blocks=[3]",
+                                             "generator.unsaid_attributes_uniform=true"], progress=False)
+    _as_saved_before_the_renames(run)
+    assert "critic_widths" in (run / "config.toml").read_text() and not (run / "checker-1.json").exists()
+    config = load_run_config(run)
+    assert config.teacher.checker_widths == (6,) and config.generator.model.sampled_code_blocks == (3,)
+    assert config.generator.unsaid_attributes_uniform
+    result = evaluate(None, run)
+    assert 0.0 <= result["generated"]["judge_accuracy"]["shape"] <= 1.0
+    manifest = json.loads((export_bundle(run, tmp_path / "bundle") / "s2i.json").read_text())
+    # The bundle records the generator's config as its checkpoint stored it, so re-exporting an old run gives
+    # the manifest it gave before.
+    assert manifest["model"]["generator_config"] == json.loads((run / "generator.json").read_text())["config"]
+    assert manifest["model"]["generator_config"]["drawn_blocks"] == [3]
+    # The generator resumes, reading the checker from critic-1; the checker resumes from state/critic-1.
+    resumed = train_stage("generator", run, overrides=["generator.steps=4"], resume=True, progress=False)
+    assert (resumed.start_step, resumed.end_step) == (3, 4)
+    checker = train_stage("checkers", run, resume=True, progress=False)
+    assert (checker.start_step, checker.end_step) == (3, 3)  # found done, saved again under the new name
+    assert json.loads((run / "checker-1.json").read_text())["summary"]["step"] == 3
+    assert (run / "state" / "checker-1" / "latest.json").is_file()
+    # The run's config is saved again under the new names.
+    saved = (run / "config.toml").read_text()
+    assert "checker_widths" in saved and "critic_widths" not in saved and "drawn_blocks" not in saved
+    # An old name on the command line is refused with the new one.
+    with pytest.raises(InputError, match="use teacher.checker_widths"):
+        train_stage("checkers", run, overrides=["teacher.critic_widths=[6]"], progress=False)
+
+
+def test_the_old_checkers_command_is_a_hidden_alias():
+    listed = _cli("--help")
+    assert listed.returncode == 0 and "checkers" in listed.stdout and "critics" not in listed.stdout
+    alias = _cli("critics", "--help")
+    assert alias.returncode == 0 and "--run" in alias.stdout
+
+
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, tiny_data):
     no_data = _cli("judge", "--run", str(tmp_path / "r"))
     assert no_data.returncode == 2 and no_data.stderr.strip().startswith("error:")
