@@ -398,7 +398,9 @@ def test_a_run_saved_before_the_renames_evaluates_exports_and_resumes(base_run, 
     # The generator resumes, reading the checker from critic-1; the checker resumes from state/critic-1.
     resumed = train_stage("generator", run, overrides=["generator.steps=4"], resume=True, progress=False)
     assert (resumed.start_step, resumed.end_step) == (3, 4)
-    checker = train_stage("checkers", run, resume=True, progress=False)
+    with pytest.raises(InputError, match="resume with teacher.steps=3"):
+        train_stage("checkers", run, overrides=["teacher.steps=4"], resume=True, progress=False)
+    checker = train_stage("checkers", run, overrides=["teacher.steps=3"], resume=True, progress=False)
     assert (checker.start_step, checker.end_step) == (3, 3)  # found done, saved again under the new name
     assert json.loads((run / "checker-1.json").read_text())["summary"]["step"] == 3
     assert (run / "state" / "checker-1" / "latest.json").is_file()
