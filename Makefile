@@ -1,4 +1,4 @@
-# Rebuild the shipped default model from scratch: data -> judges -> teacher, critics -> encoder -> generator ->
+# Rebuild the shipped default model from scratch: data -> judges -> teacher, checkers -> encoder -> generator ->
 # eval -> ONNX bundle -> s2i_runtime/default_bundle/.   `make default-model`
 # Override the locations, e.g.  make default-model DATA=/tmp/shapes RUN=/tmp/run64
 # Any stage can be continued after an interruption with `s2i-train <stage> --run $(RUN) --resume`.
@@ -30,7 +30,7 @@ $(RUN)/generator.safetensors: $(DATA)/captions.jsonl
 	$(BIN)/s2i-train judge --run $(RUN) --data $(DATA) --config $(CONFIG)
 	$(BIN)/s2i-train silhouette-judge --run $(RUN)
 	$(BIN)/s2i-train teacher --run $(RUN)
-	$(BIN)/s2i-train critics --run $(RUN)
+	$(BIN)/s2i-train checkers --run $(RUN)
 	$(BIN)/s2i-train encoder --run $(RUN)
 	$(BIN)/s2i-train generator --run $(RUN)
 

@@ -1,10 +1,11 @@
-"""Training speed, fp32 against bf16 autocast (`run.precision`): seconds per step of each stage, on a run's pieces.
+"""Training speed, fp32 against bf16 autocast (`run.precision`): seconds per step of each stage, on a run's
+trained components.
 
     python -m benchmarks.train_precision --run RUN [--stages judge,teacher,encoder,generator] [--steps 10] [--json]
 
-RUN is a trained run directory (the make run's, say): each stage is built from its config and pieces twice, once
-per precision, from the same seed, and the two take turns step by step (fp32, bf16, fp32, ...) after two untimed
-steps each, so a slow spell on a shared machine hits both. Figures are medians over the timed steps; the
+RUN is a trained run directory (the make run's, say): each stage is built from its config and trained components
+twice, once per precision, from the same seed, and the two take turns step by step (fp32, bf16, fp32, ...) after
+two untimed steps each, so a slow spell on a shared machine hits both. Figures are medians over the timed steps; the
 speed-up is fp32 / bf16. bf16 pays only where the CPU does it in hardware (AMX or AVX512-BF16; reported as
 `hardware_bf16`). Whether bf16 trains as well is a question for `s2i-train eval`, not for this script.
 """

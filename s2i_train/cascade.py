@@ -53,7 +53,7 @@ def code_drawer(generator) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor
     @torch.no_grad()
     def draw(codes: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         blocks = list(codes.split(sizes, dim=1))
-        for i, block in enumerate(generator.config.drawn_blocks):
+        for i, block in enumerate(generator.config.sampled_code_blocks):
             blocks[block] = draw_one_hot(blocks[block], z[:, i])
         unused = torch.zeros(len(codes), generator.config.embedding_dim)
         return generator(unused, z, eps, code=blocks).images[-1]

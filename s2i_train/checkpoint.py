@@ -4,7 +4,8 @@
 RUN/
   config.toml                        full training config (written by the training loop)
   judge.safetensors + judge.json     teacher.safetensors + teacher.json
-  critic-1.safetensors + critic-1.json ...   (optional extra teachers that check the generator)
+  checker-1.safetensors + checker-1.json ...   (optional extra teachers that check the generator;
+                                             runs saved before the rename: critic-1.*, still read)
   encoder.safetensors + encoder.json
   teacher-whitening.safetensors + .json    (the encoder's target space, when encoder.teacher_whiten is on)
   generator.safetensors + generator.json   (the EMA generator)
@@ -42,7 +43,7 @@ CHECKPOINT_FORMAT = 1
 ENCODER = "encoder"
 GENERATOR = "generator"
 TEACHER = "teacher"
-CRITIC = "critic"  # critic-1, critic-2, ...: extra teachers that only check the generator
+CHECKER = "checker"  # checker-1, checker-2, ...: extra teachers that only check the generator
 JUDGE = "judge"
 TEACHER_WHITENING = "teacher-whitening"  # the encoder's target space, when encoder.teacher_whiten is on
 TEXT_ENCODER = "text-encoder"  # the two-stage baseline's: caption text into the speech encoder's space
@@ -60,8 +61,46 @@ def meta_path(run_dir: str | Path, name: str) -> Path:
     return Path(run_dir) / f"{name}.json"
 
 
-def has_module(run_dir: str | Path, name: str) -> bool:
+def _files_present(run_dir: str | Path, name: str) -> bool:
     return weights_path(run_dir, name).is_file() and meta_path(run_dir, name).is_file()
+
+
+# Module names that were renamed: new prefix -> old prefix. Runs saved before a rename keep their files (and
+# state/ folders) under the old name; they are read there whenever the new name's are absent. New files are
+# always written under the new name.
+RENAMED_MODULE_PREFIXES: dict[str, str] = {
+    "checker-": "critic-",  # the extra frozen image classifiers (teacher.checker_widths), once "critics"
+}
+
+
+def legacy_module_name(name: str) -> str | None:
+    """The name module `name` was saved under before its rename (`checker-2` -> `critic-2`); None if never renamed."""
+    for new, old in RENAMED_MODULE_PREFIXES.items():
+        if name.startswith(new):
+            return old + name[len(new):]
+    return None
+
+
+def current_module_name(name: str) -> str:
+    """An old module name as it is called now (`critic-2` -> `checker-2`); any other name unchanged."""
+    for new, old in RENAMED_MODULE_PREFIXES.items():
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def stored_module_name(run_dir: str | Path, name: str) -> str:
+    """The name under which module `name` (new or old spelling) lies in `run_dir`: its current name when its
+    files are there, else its old name when those are, else its current name (so errors name the new file)."""
+    name = current_module_name(name)
+    old = legacy_module_name(name)
+    if old is not None and not _files_present(run_dir, name) and _files_present(run_dir, old):
+        return old
+    return name
+
+
+def has_module(run_dir: str | Path, name: str) -> bool:
+    return _files_present(run_dir, stored_module_name(run_dir, name))
 
 
 def module_arch(module: nn.Module, config: Any) -> str:
@@ -106,6 +145,7 @@ def save_module(
 
 
 def read_meta(run_dir: str | Path, name: str) -> dict[str, Any]:
+    name = stored_module_name(run_dir, name)
     path = meta_path(run_dir, name)
     if not path.is_file():
         raise InputError(f"{run_dir}: no {name} checkpoint ({path.name} missing)")
@@ -122,6 +162,7 @@ def read_meta(run_dir: str | Path, name: str) -> dict[str, Any]:
 
 def load_state(run_dir: str | Path, name: str, verify: bool = True) -> dict[str, torch.Tensor]:
     """The weights of `<name>.safetensors` (CPU tensors), checked against the hash in `<name>.json`."""
+    name = stored_module_name(run_dir, name)
     meta = read_meta(run_dir, name)
     path = weights_path(run_dir, name)
     if not path.is_file():
@@ -135,6 +176,7 @@ def load_module(run_dir: str | Path, name: str, builder: Builder | None = None) 
     """Rebuild `<name>` from its JSON and load its weights; returned in eval mode on the CPU.
 
     `builder(config_dict) -> nn.Module` overrides the registry of known architectures."""
+    name = stored_module_name(run_dir, name)
     meta = read_meta(run_dir, name)
     if builder is None:
         builder = builder_for(meta["arch"])
@@ -162,7 +204,7 @@ def load_teacher(run_dir: str | Path) -> nn.Module:
 
 def encoder_teacher_name(run_dir: str | Path) -> str:
     """The module whose features the run's speech encoder was taught to match (`encoder.teacher`)."""
-    return str(read_meta(run_dir, ENCODER).get("summary", {}).get("teacher", TEACHER))
+    return current_module_name(str(read_meta(run_dir, ENCODER).get("summary", {}).get("teacher", TEACHER)))
 
 
 def encoder_image_space(run_dir: str | Path, teacher: nn.Module | None = None) -> nn.Module:
@@ -177,24 +219,24 @@ def encoder_image_space(run_dir: str | Path, teacher: nn.Module | None = None) -
     return WhitenedImageNetwork(network, load_module(run_dir, TEACHER_WHITENING)).eval()
 
 
-def critic_name(index: int) -> str:
-    """The module name of critic `index` (1, 2, ...)."""
-    return f"{CRITIC}-{index}"
+def checker_name(index: int) -> str:
+    """The module name of checker `index` (1, 2, ...)."""
+    return f"{CHECKER}-{index}"
 
 
-def critic_index(name: str) -> int:
-    """The index of a critic's module name (`critic-2` -> 2); 0 for any other module."""
-    prefix = CRITIC + "-"
+def checker_index(name: str) -> int:
+    """The index of a checker's module name (`checker-2` -> 2); 0 for any other module."""
+    prefix = CHECKER + "-"
     return int(name[len(prefix):]) if name.startswith(prefix) else 0
 
 
-def load_critics(run_dir: str | Path, count: int) -> list[nn.Module]:
-    """Critics 1..count; a missing one is an InputError that says how to train it."""
+def load_checkers(run_dir: str | Path, count: int) -> list[nn.Module]:
+    """Checkers 1..count; a missing one is an InputError that says how to train it."""
     for index in range(1, count + 1):
-        if not has_module(run_dir, critic_name(index)):
-            raise InputError(f"{run_dir}: no {critic_name(index)} checkpoint: run `s2i-train critics --run "
-                             f"{run_dir}` first (the config lists {count} teacher.critic_widths)")
-    return [load_module(run_dir, critic_name(index)) for index in range(1, count + 1)]
+        if not has_module(run_dir, checker_name(index)):
+            raise InputError(f"{run_dir}: no {checker_name(index)} checkpoint: run `s2i-train checkers --run "
+                             f"{run_dir}` first (the config lists {count} teacher.checker_widths)")
+    return [load_module(run_dir, checker_name(index)) for index in range(1, count + 1)]
 
 
 def load_judge(run_dir: str | Path) -> nn.Module:

@@ -88,7 +88,7 @@ def test_parsed_code_is_one_hot_where_named_and_uniform_elsewhere():
 def test_code_drawer_draws_from_a_code_through_the_generator():
     torch.manual_seed(0)
     config = GeneratorConfig(embedding_dim=16, z_dim=8, ca_dim=8, ngf=4, init_mult=8, attribute_code=(8, 8, 2, 2),
-                             condition_on_embedding=False, drawn_blocks=(3,))
+                             condition_on_embedding=False, sampled_code_blocks=(3,))
     generator = Generator(config).eval()
     draw = code_drawer(generator)
     code = parsed_code(["a large red star", "a small blue heart"])

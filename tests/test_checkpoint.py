@@ -145,3 +145,49 @@ def test_training_state_round_trip_without_pickle(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(InputError, match="unreadable training state"):
         checkpoint.load_training_state(tmp_path)
+
+
+def test_checkers_saved_under_their_old_name_still_load(tmp_path):
+    """Runs saved before the critics became checkers hold critic-N.safetensors/.json and state/critic-N."""
+    from s2i_train.train.state import latest_step, load_state, save_state, stage_state_dir
+
+    config = ShapesTeacherConfig(feature_dim=8, width=2, num_classes=3, attributes={"shape": 8})
+    module = _trained_like(ShapesTeacher(config))
+    checkpoint.save_module(tmp_path, "critic-1", module, config, summary={"step": 3})
+    save_state(tmp_path, "critic-1", 3, {"step": torch.tensor(3)})
+    assert checkpoint.checker_name(1) == "checker-1"
+    assert checkpoint.legacy_module_name("checker-1") == "critic-1"
+    assert checkpoint.current_module_name("critic-2") == "checker-2"
+    assert checkpoint.current_module_name("teacher") == "teacher"
+    assert checkpoint.stored_module_name(tmp_path, "checker-1") == "critic-1"
+    assert checkpoint.has_module(tmp_path, "checker-1") and not checkpoint.has_module(tmp_path, "checker-2")
+    assert checkpoint.read_meta(tmp_path, "checker-1")["summary"]["step"] == 3
+    loaded = checkpoint.load_checkers(tmp_path, 1)[0]
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), module.state_dict().values(),
+                                                   strict=True))
+    with pytest.raises(InputError, match="no checker-2 checkpoint.*s2i-train checkers"):
+        checkpoint.load_checkers(tmp_path, 2)
+    # An encoder taught by an old-named checker records that name; it reads as the new one and loads.
+    encoder = build_speech_encoder(ENCODER_CONFIG)
+    checkpoint.save_module(tmp_path, checkpoint.ENCODER, encoder, ENCODER_CONFIG, summary={"teacher": "critic-1"})
+    assert checkpoint.encoder_teacher_name(tmp_path) == "checker-1"
+    assert isinstance(checkpoint.encoder_image_space(tmp_path), ShapesTeacher)
+    # Its training state resumes from the old folder.
+    assert latest_step(tmp_path, "checker-1") == 3 and stage_state_dir(tmp_path, "checker-1").name == "critic-1"
+    assert int(load_state(tmp_path, "checker-1")[1]["step"]) == 3
+    # Once saved under the new name, the new files win.
+    checkpoint.save_module(tmp_path, "checker-1", ShapesTeacher(config), config, summary={"step": 5})
+    save_state(tmp_path, "checker-1", 5, {"step": torch.tensor(5)})
+    assert checkpoint.read_meta(tmp_path, "checker-1")["summary"]["step"] == 5
+    assert latest_step(tmp_path, "checker-1") == 5
+
+
+def test_a_generator_saved_with_drawn_blocks_still_loads(tmp_path):
+    config = GeneratorConfig(embedding_dim=24, z_dim=4, ca_dim=3, ngf=4, init_mult=8, attribute_code=(3, 2),
+                             condition_on_embedding=False, sampled_code_blocks=(1,))
+    checkpoint.save_module(tmp_path, checkpoint.GENERATOR, Generator(config), config)
+    meta = json.loads((tmp_path / "generator.json").read_text())
+    meta["config"]["drawn_blocks"] = meta["config"].pop("sampled_code_blocks")  # as written before the rename
+    (tmp_path / "generator.json").write_text(json.dumps(meta))
+    assert checkpoint.load_generator(tmp_path).config == config
+    assert checkpoint.load_config(tmp_path, checkpoint.GENERATOR) == config

@@ -150,7 +150,7 @@ def test_drawn_code_blocks_stay_float32_and_draw_as_in_fp32(tmp_path):
 
     torch.manual_seed(0)
     gen = Generator(GeneratorConfig(embedding_dim=6, z_dim=4, ca_dim=6, ngf=8, init_mult=4, attribute_code=(3, 2),
-                                    condition_on_embedding=False, drawn_blocks=(1, 0))).eval()
+                                    condition_on_embedding=False, sampled_code_blocks=(1, 0))).eval()
     names = ("embedding", "z", "eps")
     example = (torch.randn(2, 6), torch.randn(2, 4), torch.randn(2, 6))
     torch.onnx.export(ExportableGenerator(gen).eval(), example, str(tmp_path / "g.onnx"), input_names=list(names),

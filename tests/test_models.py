@@ -407,7 +407,7 @@ def test_draw_one_hot_picks_the_interval_the_uniform_number_falls_in():
 
 def test_drawn_blocks_vary_with_z_and_export_to_onnx(tmp_path):
     config = GeneratorConfig(embedding_dim=6, z_dim=4, ca_dim=6, ngf=8, init_mult=4, attribute_code=(3, 2),
-                             condition_on_embedding=False, drawn_blocks=(1,))
+                             condition_on_embedding=False, sampled_code_blocks=(1,))
     gen = Generator(config).eval()
     weights = [torch.randn(3, 6), torch.zeros(2, 6)]  # the second read-out says 50/50 whatever the speech
     gen.ca.set_readouts(weights, [torch.zeros(3), torch.zeros(2)])
@@ -421,10 +421,10 @@ def test_drawn_blocks_vary_with_z_and_export_to_onnx(tmp_path):
         assert torch.equal(gen(embedding, z, eps).images[0], gen(embedding, z, eps, drawn).images[0])
         assert not torch.allclose(gen(embedding, z, eps).images[0][0], gen(embedding, z, eps).images[0][1])
     _assert_small_generator_matches_onnx(gen, (embedding, z, eps), tmp_path / "drawn.onnx")
-    with pytest.raises(ValueError, match="drawn_blocks"):
-        GeneratorConfig(attribute_code=(8, 2), condition_on_embedding=False, drawn_blocks=(2,))
-    with pytest.raises(ValueError, match="drawn_blocks"):
-        GeneratorConfig(attribute_code=(8, 2), drawn_blocks=(1,))
+    with pytest.raises(ValueError, match="sampled_code_blocks"):
+        GeneratorConfig(attribute_code=(8, 2), condition_on_embedding=False, sampled_code_blocks=(2,))
+    with pytest.raises(ValueError, match="sampled_code_blocks"):
+        GeneratorConfig(attribute_code=(8, 2), sampled_code_blocks=(1,))
 
 
 def test_shift_matrices_move_by_whole_and_half_pixels_and_clamp_at_the_border():
@@ -470,7 +470,7 @@ def test_layout_shift_generator_varies_with_the_last_z_pair_and_exports(tmp_path
     with pytest.raises(ValueError, match="layout_shift"):
         GeneratorConfig(layout_shift=0.6)
     with pytest.raises(ValueError, match="layout_shift"):
-        GeneratorConfig(z_dim=2, attribute_code=(3,), condition_on_embedding=False, drawn_blocks=(0,),
+        GeneratorConfig(z_dim=2, attribute_code=(3,), condition_on_embedding=False, sampled_code_blocks=(0,),
                         layout_shift=0.2)
 
 

@@ -7,6 +7,7 @@ import pytest
 from s2i_runtime.errors import InputError
 from s2i_train.train.config import (
     REMOVED_FIELDS,
+    RENAMED_FIELDS,
     TrainConfig,
     apply_overrides,
     builtin_config_path,
@@ -86,3 +87,57 @@ def test_a_saved_run_config_with_removed_switches_still_loads(tmp_path):
     # Named on the command line, a removed switch is still refused.
     with pytest.raises(InputError, match="unknown field.*pair_weight"):
         load_config(tmp_path / "config.toml", ["generator.pair_weight=1.0"])
+
+
+def test_a_saved_run_config_with_renamed_fields_loads_under_the_new_names(tmp_path):
+    config = TrainConfig()
+    config.teacher.checker_widths = (32, 24)
+    config.encoder.teacher = "checker-2"
+    config.generator.unsaid_attributes_uniform = True
+    config.generator.model = dataclasses.replace(config.generator.model, attribute_code=(8, 8, 2, 2),
+                                                 condition_on_embedding=False, sampled_code_blocks=(3,))
+    save_config(tmp_path, config)
+    new = (tmp_path / "config.toml").read_text()
+    # As an older version wrote it: every renamed key under its old name, and the checker by its old module name.
+    old = new.replace('teacher = "checker-2"', 'teacher = "critic-2"')
+    for names in RENAMED_FIELDS.values():
+        for old_name, new_name in names.items():
+            assert f"\n{new_name} = " in old
+            old = old.replace(f"\n{new_name} = ", f"\n{old_name} = ")
+    assert "critic_widths = [" in old and "open_unspoken = true" in old and "drawn_blocks = [" in old
+    (tmp_path / "config.toml").write_text(old)
+    assert load_run_config(tmp_path) == config
+    # An override by the new name applies on top of the old file.
+    assert load_config(tmp_path / "config.toml", ["teacher.checker_widths=[6]"]).teacher.checker_widths == (6,)
+    # Named on the command line, an old name is refused with the new one.
+    for key, new_key in (("teacher.critic_widths", "teacher.checker_widths"),
+                         ("generator.open_unspoken", "generator.unsaid_attributes_uniform"),
+                         ("generator.model.drawn_blocks", "generator.model.sampled_code_blocks")):
+        with pytest.raises(InputError, match=f"{key} has been renamed; use {new_key}"):
+            load_config(tmp_path / "config.toml", [f"{key}=true"])
+    # A file that gives both names is ambiguous.
+    both = old.replace("critic_widths = [", "checker_widths = [6]\ncritic_widths = [", 1)
+    (tmp_path / "config.toml").write_text(both)
+    with pytest.raises(InputError, match="both critic_widths and checker_widths"):
+        load_run_config(tmp_path)
+
+
+def test_stage_and_model_configs_follow_one_naming_pattern():
+    from s2i_train import models
+    from s2i_train.train import config as train_config
+
+    stages = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for section in ("judge", "teacher", "encoder", "text_encoder", "generator"):
+        assert str(stages[section]).endswith("TrainConfig"), section
+    # One JudgeConfig: the judge network's; the stage's is JudgeTrainConfig.
+    assert not hasattr(train_config, "JudgeConfig") and hasattr(models, "JudgeConfig")
+    assert not hasattr(train_config, "TeacherConfig")
+
+
+def test_model_configs_read_renamed_settings():
+    from s2i_train.models import GeneratorConfig
+
+    old = {"attribute_code": [8, 8, 2, 2], "condition_on_embedding": False, "drawn_blocks": [3]}
+    assert GeneratorConfig.from_dict(old).sampled_code_blocks == (3,)
+    with pytest.raises(ValueError, match="both drawn_blocks and sampled_code_blocks"):
+        GeneratorConfig.from_dict({**old, "sampled_code_blocks": [3]})

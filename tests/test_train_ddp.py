@@ -27,7 +27,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
         train_stage(stage, run, data=data, config_path=builtin_config_path("tiny") if stage == "judge" else None,
                     progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for stage in ("critics", "encoder", "generator"):
+    for stage in ("checkers", "encoder", "generator"):
         # Each run ends by checking that both ranks hold bit-identical weights (RuntimeError otherwise).
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
@@ -36,8 +36,8 @@ def test_torchrun_two_processes_gloo(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-        assert len(reports) == 1 and reports[0]["end_step"] == 3, proc.stdout[-2000:]  # tiny: one critic
-        assert (run / f"{'critic-1' if stage == 'critics' else stage}.safetensors").is_file()
+        assert len(reports) == 1 and reports[0]["end_step"] == 3, proc.stdout[-2000:]  # tiny: one checker
+        assert (run / f"{'checker-1' if stage == 'checkers' else stage}.safetensors").is_file()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     # Rank 0 alone logs: one line per step.
     assert [x["step"] for x in lines if x["stage"] == "generator"] == [1, 2, 3]

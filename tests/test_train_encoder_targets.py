@@ -42,9 +42,9 @@ def test_teacher_candidates_name_the_modules_to_compare():
     from s2i_runtime.errors import InputError
     from s2i_train.train.encoder import teacher_candidates
 
-    assert teacher_candidates("best", 2) == ["teacher", "critic-1", "critic-2"]
+    assert teacher_candidates("best", 2) == ["teacher", "checker-1", "checker-2"]
     assert teacher_candidates("best", 0) == ["teacher"]
-    assert teacher_candidates("critic-2", 2) == ["critic-2"]
+    assert teacher_candidates("checker-2", 2) == ["checker-2"]
     assert teacher_candidates("teacher", 2) == ["teacher"]
     with pytest.raises(InputError, match="encoder.teacher must be"):
         teacher_candidates("judge", 2)

@@ -30,9 +30,9 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, tiny_data):
-    """judge, teacher, its critic and encoder trained on the tiny config: what the generator tests start from."""
+    """judge, teacher, its checker and encoder trained on the tiny config: what the generator tests start from."""
     run = tmp_path_factory.mktemp("run") / "base"
-    for stage in ("judge", "teacher", "critics", "encoder"):
+    for stage in ("judge", "teacher", "checkers", "encoder"):
         result = train_stage(stage, run, data=tiny_data, config_path=TINY if stage == "judge" else None,
                              progress=False)
         assert result.end_step == 3 and not result.interrupted
@@ -99,22 +99,22 @@ def test_resume_continues_exactly(base_run, tmp_path, stage):
     assert [x["step"] for x in lines if x["stage"] == stage] == [1, 2, 3, 4]
 
 
-def test_critics_are_teachers_of_their_own_width_and_seed(base_run, tmp_path):
+def test_checkers_are_teachers_of_their_own_width_and_seed(base_run, tmp_path):
     from s2i_runtime.errors import InputError
 
-    meta = json.loads((base_run / "critic-1.json").read_text())
+    meta = json.loads((base_run / "checker-1.json").read_text())
     assert meta["config"]["width"] == 6 and meta["summary"]["step"] == 3
     assert json.loads((base_run / "teacher.json").read_text())["config"]["width"] == 4
     lines = [json.loads(x) for x in (base_run / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines if x["stage"] == "critic-1"] == [1, 2, 3]
-    # The generator needs every configured critic, and says how to get it.
-    run = _copy(base_run, tmp_path, "nocritic")
-    (run / "critic-1.json").unlink()
-    with pytest.raises(InputError, match="s2i-train critics"):
+    assert [x["step"] for x in lines if x["stage"] == "checker-1"] == [1, 2, 3]
+    # The generator needs every configured checker, and says how to get it.
+    run = _copy(base_run, tmp_path, "nochecker")
+    (run / "checker-1.json").unlink()
+    with pytest.raises(InputError, match="s2i-train checkers"):
         train_stage("generator", run, progress=False)
     # None configured: nothing to train, not an error.
-    none = train_stage("critics", run, overrides=["teacher.critic_widths=[]"], progress=False)
-    assert none.end_step == 0 and not (run / "critic-1.json").exists()
+    none = train_stage("checkers", run, overrides=["teacher.checker_widths=[]"], progress=False)
+    assert none.end_step == 0 and not (run / "checker-1.json").exists()
 
 
 def test_teacher_scrambled_images_train_the_colour_free_heads_only(tiny_data, tmp_path):
@@ -134,20 +134,20 @@ def test_teacher_scrambled_images_train_the_colour_free_heads_only(tiny_data, tm
 
 
 @pytest.mark.slow
-def test_critics_resume_each_member(base_run, tmp_path):
+def test_checkers_resume_each_member(base_run, tmp_path):
     straight = _copy(base_run, tmp_path, "straight")
     split = _copy(base_run, tmp_path, "split")
-    overrides = ["teacher.critic_widths=[6, 4]", "run.checkpoint_every=100"]
-    train_stage("critics", straight, overrides=overrides, progress=False)
-    # Interrupted after the first critic: the second has no state yet and starts on resume.
-    train_stage("critics", split, overrides=["teacher.critic_widths=[6]", "run.checkpoint_every=100"],
+    overrides = ["teacher.checker_widths=[6, 4]", "run.checkpoint_every=100"]
+    train_stage("checkers", straight, overrides=overrides, progress=False)
+    # Interrupted after the first checker: the second has no state yet and starts on resume.
+    train_stage("checkers", split, overrides=["teacher.checker_widths=[6]", "run.checkpoint_every=100"],
                 progress=False)
-    resumed = train_stage("critics", split, overrides=overrides, resume=True, progress=False)
-    assert (resumed.start_step, resumed.end_step) == (3, 6)  # summed over both critics; the first was done
-    for name in ("critic-1", "critic-2"):
+    resumed = train_stage("checkers", split, overrides=overrides, resume=True, progress=False)
+    assert (resumed.start_step, resumed.end_step) == (3, 6)  # summed over both checkers; the first was done
+    for name in ("checker-1", "checker-2"):
         a, b = load_file(str(straight / f"{name}.safetensors")), load_file(str(split / f"{name}.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    assert json.loads((split / "critic-2.json").read_text())["config"]["width"] == 4
+    assert json.loads((split / "checker-2.json").read_text())["config"]["width"] == 4
 
 
 class _CountingStage:
@@ -354,6 +354,71 @@ def _cli(*args):
                           timeout=120)
 
 
+def _as_saved_before_the_renames(run: Path) -> None:
+    """Rewrite a run as versions before the renames left it: critic-N files and state, old config keys, a
+    generator.json that says drawn_blocks."""
+    from s2i_train.train.config import RENAMED_FIELDS
+
+    for suffix in (".safetensors", ".json"):
+        (run / f"checker-1{suffix}").rename(run / f"critic-1{suffix}")
+    (run / "state" / "checker-1").rename(run / "state" / "critic-1")
+    text = (run / "config.toml").read_text()
+    for names in RENAMED_FIELDS.values():
+        for old, new in names.items():
+            assert f"\n{new} = " in text
+            text = text.replace(f"\n{new} = ", f"\n{old} = ")
+    (run / "config.toml").write_text(text)
+    meta = json.loads((run / "generator.json").read_text())
+    meta["config"]["drawn_blocks"] = meta["config"].pop("sampled_code_blocks")
+    (run / "generator.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.slow
+def test_a_run_saved_before_the_renames_evaluates_exports_and_resumes(base_run, tmp_path):
+    from s2i_export.onnx_export import export_bundle
+    from s2i_runtime.errors import InputError
+    from s2i_train.eval import evaluate
+    from s2i_train.train.config import load_run_config
+
+    run = _copy(base_run, tmp_path, "old-names")
+    train_stage("generator", run, overrides=["generator.model.sampled_code_blocks=[3]",
+                                             "generator.unsaid_attributes_uniform=true"], progress=False)
+    _as_saved_before_the_renames(run)
+    assert "critic_widths" in (run / "config.toml").read_text() and not (run / "checker-1.json").exists()
+    config = load_run_config(run)
+    assert config.teacher.checker_widths == (6,) and config.generator.model.sampled_code_blocks == (3,)
+    assert config.generator.unsaid_attributes_uniform
+    result = evaluate(None, run)
+    assert 0.0 <= result["generated"]["judge_accuracy"]["shape"] <= 1.0
+    manifest = json.loads((export_bundle(run, tmp_path / "bundle") / "s2i.json").read_text())
+    # The bundle records the generator's config as its checkpoint stored it, so re-exporting an old run gives
+    # the manifest it gave before.
+    assert manifest["model"]["generator_config"] == json.loads((run / "generator.json").read_text())["config"]
+    assert manifest["model"]["generator_config"]["drawn_blocks"] == [3]
+    # The generator resumes, reading the checker from critic-1; the checker resumes from state/critic-1.
+    resumed = train_stage("generator", run, overrides=["generator.steps=4"], resume=True, progress=False)
+    assert (resumed.start_step, resumed.end_step) == (3, 4)
+    with pytest.raises(InputError, match="resume with teacher.steps=3"):
+        train_stage("checkers", run, overrides=["teacher.steps=4"], resume=True, progress=False)
+    checker = train_stage("checkers", run, overrides=["teacher.steps=3"], resume=True, progress=False)
+    assert (checker.start_step, checker.end_step) == (3, 3)  # found done, saved again under the new name
+    assert json.loads((run / "checker-1.json").read_text())["summary"]["step"] == 3
+    assert (run / "state" / "checker-1" / "latest.json").is_file()
+    # The run's config is saved again under the new names.
+    saved = (run / "config.toml").read_text()
+    assert "checker_widths" in saved and "critic_widths" not in saved and "drawn_blocks" not in saved
+    # An old name on the command line is refused with the new one.
+    with pytest.raises(InputError, match="use teacher.checker_widths"):
+        train_stage("checkers", run, overrides=["teacher.critic_widths=[6]"], progress=False)
+
+
+def test_the_old_checkers_command_is_a_hidden_alias():
+    listed = _cli("--help")
+    assert listed.returncode == 0 and "checkers" in listed.stdout and "critics" not in listed.stdout
+    alias = _cli("critics", "--help")
+    assert alias.returncode == 0 and "--run" in alias.stdout
+
+
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, tiny_data):
     no_data = _cli("judge", "--run", str(tmp_path / "r"))
     assert no_data.returncode == 2 and no_data.stderr.strip().startswith("error:")
@@ -398,7 +463,7 @@ def test_encoder_teacher_best_picks_by_class_retrieval_on_training_images(base_r
     train_stage("encoder", run, overrides=["encoder.teacher=best"], progress=False)
     summary = json.loads((run / "encoder.json").read_text())["summary"]
     scores = summary["teacher_class_map"]
-    assert set(scores) == {"teacher", "critic-1"}
+    assert set(scores) == {"teacher", "checker-1"}
     chosen = summary["teacher"]
     assert chosen == max(scores, key=scores.get) == encoder_teacher_name(run)
     config = load_run_config(run)
@@ -407,9 +472,9 @@ def test_encoder_teacher_best_picks_by_class_retrieval_on_training_images(base_r
     features = teacher_features(load_module(run, chosen), images, size)
     assert scores[chosen] == pytest.approx(class_retrieval_map(features, images.class_ids), abs=1e-4)
 
-    named = _copy(base_run, tmp_path, "critic")
-    train_stage("encoder", named, overrides=["encoder.teacher=critic-1"], progress=False)
-    assert encoder_teacher_name(named) == "critic-1"
+    named = _copy(base_run, tmp_path, "checker")
+    train_stage("encoder", named, overrides=["encoder.teacher=checker-1"], progress=False)
+    assert encoder_teacher_name(named) == "checker-1"
     assert "teacher_class_map" not in json.loads((named / "encoder.json").read_text())["summary"]
     # The generator's speech-image matching reads generated images with the network the encoder was taught by.
     from s2i_train.train.config import load_config
@@ -418,12 +483,12 @@ def test_encoder_teacher_best_picks_by_class_retrieval_on_training_images(base_r
     terms = ["generator.speech_matching_weight=1.0", "generator.relation_weight=1.0"]
     config = load_config(named / "config.toml", terms)
     stage = GeneratorStage(config, named)
-    critic = load_file(str(named / "critic-1.safetensors"))
-    assert all(torch.equal(critic[k], v) for k, v in stage.speech_space.state_dict().items())
+    checker = load_file(str(named / "checker-1.safetensors"))
+    assert all(torch.equal(checker[k], v) for k, v in stage.speech_space.state_dict().items())
     figures = stage.train_step(0)
     assert math.isfinite(figures["g_matching"]) and math.isfinite(figures["g_relation"])
-    with pytest.raises(InputError, match="critic-2"):
-        train_stage("encoder", _copy(base_run, tmp_path, "missing"), overrides=["encoder.teacher=critic-2"],
+    with pytest.raises(InputError, match="checker-2"):
+        train_stage("encoder", _copy(base_run, tmp_path, "missing"), overrides=["encoder.teacher=checker-2"],
                     progress=False)
 
 
@@ -577,10 +642,10 @@ def test_background_head_and_drawn_background_train(base_run, tmp_path):
     run = _copy(base_run, tmp_path, "background")
     encoded = train_stage("encoder", run, overrides=["encoder.background_weight=1.0"], progress=False)
     assert 0.0 <= encoded.last_metrics["acc_background"] <= 1.0 and encoded.last_metrics["background"] > 0
-    result = train_stage("generator", run, overrides=["generator.open_unspoken=true"], progress=False)
+    result = train_stage("generator", run, overrides=["generator.unsaid_attributes_uniform=true"], progress=False)
     assert result.end_step == 3 and math.isfinite(result.last_metrics["g_teacher"])
     # The background drawn per image: training feeds the real image's background in the code.
-    drawn = train_stage("generator", run, overrides=["generator.model.drawn_blocks=[3]", "generator.steps=2"],
+    drawn = train_stage("generator", run, overrides=["generator.model.sampled_code_blocks=[3]", "generator.steps=2"],
                         progress=False)
     assert math.isfinite(drawn.last_metrics["g_teacher"])
     from s2i_train.train.config import load_run_config
@@ -595,54 +660,54 @@ def test_background_head_and_drawn_background_train(base_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_split_rows_deal_each_generated_image_to_one_reader(base_run, tmp_path):
+def test_split_rows_deal_each_generated_image_to_one_classifier(base_run, tmp_path):
     from s2i_runtime.errors import InputError
     from s2i_train.losses import teacher_consistency_loss
     from s2i_train.train.config import load_run_config
-    from s2i_train.train.generator import GeneratorStage, Reading, _over_readers
+    from s2i_train.train.generator import GeneratorStage, Reading, _over_classifiers
 
-    run = _copy(base_run, tmp_path, "split-readers")
+    run = _copy(base_run, tmp_path, "split-classifiers")
     config = load_run_config(run)
     config.generator.teacher_split_rows = True
-    stage = GeneratorStage(config, run)  # the tiny config: the teacher and one critic
-    shares = stage.reader_shares(6, 3)
+    stage = GeneratorStage(config, run)  # the tiny config: the teacher and one checker
+    shares = stage.classifier_shares(6, 3)
     assert len(shares) == 2 and [weight for _, weight in shares] == [0.5, 0.5]
     assert sorted(torch.cat([rows for rows, _ in shares]).tolist()) == list(range(6))
-    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(shares, stage.reader_shares(6, 3), strict=True))
-    deals = {tuple(stage.reader_shares(6, step)[0][0].tolist()) for step in range(8)}
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(shares, stage.classifier_shares(6, 3), strict=True))
+    deals = {tuple(stage.classifier_shares(6, step)[0][0].tolist()) for step in range(8)}
     assert len(deals) > 1  # dealt anew each step
     with pytest.raises(InputError, match="at least 2 generated images"):
-        stage.reader_shares(1, 0)
+        stage.classifier_shares(1, 0)
     figures = stage.train_step(0)
     assert math.isfinite(figures["g_teacher"])
     config.generator.teacher_split_rows = False
-    assert stage.reader_shares(6, 3) == [(None, None)] * 2
+    assert stage.classifier_shares(6, 3) == [(None, None)] * 2
 
-    # Weighted by share, the readers' term is the mean over rows of the loss of the reader that read each row.
+    # Weighted by share, the classifiers' term is the mean over rows of the loss of the classifier that read each row.
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, -1.0]])
     labels = torch.tensor([0, 0, 1, 1])
     per_row = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     dealt = [Reading({"shape": logits[:1]}, torch.tensor([0]), 0.25),
              Reading({"shape": logits[1:]}, torch.tensor([1, 2, 3]), 0.75)]
-    term = _over_readers(dealt, lambda r: teacher_consistency_loss(r.logits, {"shape": labels[r.rows]}))
+    term = _over_classifiers(dealt, lambda r: teacher_consistency_loss(r.logits, {"shape": labels[r.rows]}))
     torch.testing.assert_close(term, per_row.mean())
-    # Unsplit, every reader read every row and the readers are averaged.
+    # Unsplit, every classifier read every row and they are averaged.
     both = [Reading({"shape": logits}, None, None), Reading({"shape": -logits}, None, None)]
     mean = (per_row.mean() + torch.nn.functional.cross_entropy(-logits, labels)) / 2
-    torch.testing.assert_close(_over_readers(both, lambda r: teacher_consistency_loss(r.logits, {"shape": labels})),
+    torch.testing.assert_close(_over_classifiers(both, lambda r: teacher_consistency_loss(r.logits, {"shape": labels})),
                                mean)
 
 
 @pytest.mark.slow
 def test_every_stage_trains_in_bf16_and_saves_fp32_weights(tiny_data, tmp_path):
     run = tmp_path / "bf16"
-    for stage in ("judge", "teacher", "critics", "encoder", "generator"):
+    for stage in ("judge", "teacher", "checkers", "encoder", "generator"):
         result = train_stage(stage, run, data=tiny_data, config_path=TINY if stage == "judge" else None,
                              overrides=['run.precision="bf16"'] if stage == "judge" else None, progress=False)
         assert result.end_step == 3 and not result.interrupted
         assert all(math.isfinite(v) for v in result.last_metrics.values()), (stage, result.last_metrics)
     assert 'precision = "bf16"' in (run / "config.toml").read_text()
-    for name in ("judge", "teacher", "critic-1", "encoder", "generator"):
+    for name in ("judge", "teacher", "checker-1", "encoder", "generator"):
         assert {t.dtype for t in load_file(run / f"{name}.safetensors").values()} <= {torch.float32, torch.int64}
 
 
@@ -662,6 +727,6 @@ def test_precision_benchmark_times_every_stage_on_a_trained_run(base_run, capsys
     for figures in report["stages"].values():
         assert figures["fp32_s_per_step"] > 0 and figures["bf16_s_per_step"] > 0
         assert figures["speedup"] == pytest.approx(figures["fp32_s_per_step"] / figures["bf16_s_per_step"])
-    assert train_precision.main(["--run", str(base_run), "--stages", "critics"]) == 2
+    assert train_precision.main(["--run", str(base_run), "--stages", "checkers"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: --stages takes a comma list of judge, teacher, encoder, generator; got 'critics'")
+        "error: --stages takes a comma list of judge, teacher, encoder, generator; got 'checkers'")

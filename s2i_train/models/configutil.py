@@ -16,9 +16,12 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """dict -> dataclass; unknown keys are an error (a typo must not be silently ignored)."""
+    """dict -> dataclass; unknown keys are an error (a typo must not be silently ignored). A class may list
+    settings it renamed as `RENAMED_FIELDS = {old: new}` (a ClassVar): checkpoints written before the rename
+    store the old key, read as the new one."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected a table of settings, got {type(data).__name__}")
+    data = rename_fields(data, getattr(cls, "RENAMED_FIELDS", {}), cls.__name__)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -30,6 +33,19 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
             value = tuple(value)
         values[name] = value
     return cls(**values)
+
+
+def rename_fields(data: dict[str, Any], renamed: dict[str, str], where: str) -> dict[str, Any]:
+    """`data` with each old key of `renamed` ({old: new}) under its new name; both present is an error."""
+    if not any(old in data for old in renamed):
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old in data:
+            if new in data:
+                raise ValueError(f"{where}: both {old} and {new} given ({old} is the old name of {new})")
+            data[new] = data.pop(old)
+    return data
 
 
 def _default_of(field: dataclasses.Field) -> Any:

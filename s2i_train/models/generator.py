@@ -11,7 +11,7 @@ the runtime's seeded numpy draws give the same image on every backend.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +44,15 @@ class GeneratorConfig:
     # block uses z[:, i] as its random number) instead of receiving the probabilities: what a caption leaves
     # open (uniform read-out) then varies with z, and what it names (a confident read-out) is drawn almost
     # surely. Training feeds the real image's class for these blocks. Needs condition_on_embedding = false.
-    drawn_blocks: tuple[int, ...] = ()
+    sampled_code_blocks: tuple[int, ...] = ()
     # Layout shift: the last two components of z move the 16x16 layout by up to this fraction of the image side
     # (times a gate learned from the condition, so a large figure can be given less room than a small one);
     # the later up-blocks draw the detail at the new place. 0 = off. Without it the generator drew nearly every
     # figure in the middle, where real figures lie anywhere (docs/default-model.md, "Where the figure lies").
     layout_shift: float = 0.0
+
+    # Settings renamed since checkpoints and bundles were written ({old: new}); from_dict reads both.
+    RENAMED_FIELDS: ClassVar[dict[str, str]] = {"drawn_blocks": "sampled_code_blocks"}
 
     def __post_init__(self) -> None:
         if self.branches not in (1, 2, 3):
@@ -63,17 +66,17 @@ class GeneratorConfig:
             raise ValueError("every attribute_code entry is a class count >= 2")
         if not self.condition_on_embedding and not self.attribute_code:
             raise ValueError("condition_on_embedding = false needs an attribute_code")
-        if self.drawn_blocks:
+        if self.sampled_code_blocks:
             if self.condition_on_embedding:
-                raise ValueError("drawn_blocks needs condition_on_embedding = false")
-            if len(set(self.drawn_blocks)) != len(self.drawn_blocks) or not all(
-                    0 <= i < len(self.attribute_code) for i in self.drawn_blocks):
-                raise ValueError(f"drawn_blocks must be distinct indices into attribute_code "
-                                 f"(0..{len(self.attribute_code) - 1}), got {list(self.drawn_blocks)}")
+                raise ValueError("sampled_code_blocks needs condition_on_embedding = false")
+            if len(set(self.sampled_code_blocks)) != len(self.sampled_code_blocks) or not all(
+                    0 <= i < len(self.attribute_code) for i in self.sampled_code_blocks):
+                raise ValueError(f"sampled_code_blocks must be distinct indices into attribute_code "
+                                 f"(0..{len(self.attribute_code) - 1}), got {list(self.sampled_code_blocks)}")
         if not 0.0 <= self.layout_shift <= 0.5:
             raise ValueError(f"layout_shift is a fraction of the image side in [0, 0.5], got {self.layout_shift}")
-        if len(self.drawn_blocks) + 2 * (self.layout_shift > 0) > self.z_dim:
-            raise ValueError("drawn_blocks needs one z component per drawn block, layout_shift the last two")
+        if len(self.sampled_code_blocks) + 2 * (self.layout_shift > 0) > self.z_dim:
+            raise ValueError("sampled_code_blocks needs one z component per drawn block, layout_shift the last two")
 
     @property
     def image_sizes(self) -> tuple[int, ...]:
@@ -313,9 +316,9 @@ class Generator(nn.Module):
     def forward(self, embedding: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,
                 code: list[torch.Tensor] | None = None) -> GeneratorOutput:
         """`code`: explicit attribute-code blocks instead of the embedding's read-outs (training only)."""
-        if code is None and self.config.drawn_blocks:
+        if code is None and self.config.sampled_code_blocks:
             code = self.ca.attribute_code(embedding)
-            for i, block in enumerate(self.config.drawn_blocks):
+            for i, block in enumerate(self.config.sampled_code_blocks):
                 code[block] = draw_one_hot(code[block], z[:, i])
         c, mu, logvar = self.ca(embedding, eps, code)
         h = self.init_stage(z, c)

@@ -69,7 +69,7 @@ class FeatureWhitening(nn.Module):
 
 
 class WhitenedImageNetwork(nn.Module):
-    """An image network (teacher or critic) whose features are read through a FeatureWhitening; its heads'
+    """An image network (teacher or checker) whose features are read through a FeatureWhitening; its heads'
     logits pass unchanged."""
 
     def __init__(self, network: nn.Module, whitening: FeatureWhitening) -> None:

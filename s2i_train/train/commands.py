@@ -1,4 +1,4 @@
-"""Typer layers for `s2i-train judge|teacher|critics|encoder|generator|eval`, over `runner.train_stage` and
+"""Typer layers for `s2i-train judge|teacher|checkers|encoder|generator|eval`, over `runner.train_stage` and
 `s2i_train.eval.evaluate`."""
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def _train(stage: str, run: Path, data, config, overrides, resume: bool, json_ou
         pass  # under torchrun rank 0 reports for all (the process group is gone by now)
     elif json_output:
         typer.echo(json.dumps(figures, sort_keys=True))
-    elif stage == "critics" and result.end_step == 0:
-        typer.echo("critics: none configured (teacher.critic_widths is empty), nothing to train")
+    elif stage == "checkers" and result.end_step == 0:
+        typer.echo("checkers: none configured (teacher.checker_widths is empty), nothing to train")
     else:
         typer.echo(f"{stage}: steps {result.start_step}->{result.end_step} in {result.seconds:.1f} s "
                    f"({result.seconds_per_step:.3f} s/step), saved in {run}")
@@ -78,15 +78,18 @@ def _stage_command(stage: str):
 
 def register_train_commands(app: typer.Typer) -> None:
     for stage, help_text in (
-        ("judge", "Train the evaluation judge (colour/shape/size/background reader) on real images."),
+        ("judge", "Train the evaluation judge (colour/shape/size/background classifier) on real images."),
         ("teacher", "Train the image teacher on training-class images (colour-decorrelated heads)."),
-        ("critics", "Train the critics: more teachers (teacher.critic_widths) that check the generator too."),
+        ("checkers", "Train the checkers: extra frozen image classifiers trained like the teacher from other seeds "
+         "and widths (teacher.checker_widths), which check the generator's images beside the teacher."),
         ("encoder", "Train the speech encoder (teacher-student, classifier or SEN objective)."),
         ("generator", "Train the StackGAN-v2 generator on the frozen encoder's embeddings."),
         ("text-encoder", "Train the two-stage baseline's text encoder on caption text, into the speech encoder's "
          "space (after `encoder`; same teacher, targets and budget)."),
     ):
         app.command(name=stage, help=help_text)(_stage_command(stage))
+    # The checkers' old name, kept so earlier scripts still run; not listed in --help.
+    app.command(name="critics", hidden=True, help="Old name of `checkers`.")(_stage_command("checkers"))
 
     @app.command(name="eval")
     def eval_command(

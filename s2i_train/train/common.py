@@ -90,8 +90,11 @@ class OneCycleImageStage:
     def load_state(self, tree: dict[str, Any]) -> None:
         saved_total = tree["sched"].get("total_steps")
         if saved_total is not None and int(saved_total) != self.cfg.steps:
+            from ..checkpoint import checker_index
+
+            section = "teacher" if checker_index(self.name) else self.name  # checkers train by teacher.steps
             raise InputError(f"{self.name}: the one-cycle schedule was laid out for {saved_total} steps; "
-                             f"resume with {self.name}.steps={saved_total} or start afresh")
+                             f"resume with {section}.steps={saved_total} or start afresh")
         self.model.load_state_dict(tree["model"])
         self.opt.load_state_dict(tree["opt"])
         self.sched.load_state_dict(tree["sched"])

@@ -3,6 +3,11 @@
 One `TrainConfig` holds every stage (judge, teacher, encoder, generator, eval); each command reads its own
 section. A run directory keeps the full config it was trained with (`RUN/config.toml`), so `--resume` and
 evaluation need no other arguments. `--set section.field=value` overrides single fields from the command line.
+
+Names: a training stage's settings are `<Stage>TrainConfig` (JudgeTrainConfig, TeacherTrainConfig,
+EncoderTrainConfig, TextEncoderTrainConfig, GeneratorTrainConfig); the network it trains has its own
+`<Model>Config` in s2i_train/models (JudgeConfig, ShapesTeacherConfig, SpeechEncoderConfig, TextEncoderConfig,
+GeneratorConfig), stored with its checkpoint; the encoder and generator sections nest theirs as `model`.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ class RunConfig:
 
 
 @dataclasses.dataclass
-class JudgeConfig:
+class JudgeTrainConfig:
     """The evaluation judge: a CNN reading colour/shape/size, trained on real images only.
 
     It trains on the training classes and on part of each held-out class's real images: it is a measuring
@@ -66,7 +71,7 @@ class JudgeConfig:
 
 
 @dataclasses.dataclass
-class TeacherConfig:
+class TeacherTrainConfig:
     """The frozen image teacher (stand-in for Li et al.'s ImageNet GoogLeNet), trained on training classes."""
 
     steps: int = 600
@@ -79,10 +84,10 @@ class TeacherConfig:
     # the teacher cannot read shape off colour and hand that entanglement to the speech encoder.
     decorrelate_colour: bool = True
     scramble_fraction: float = 0.5
-    # Critics: more teachers trained alike, one per width listed, from other seeds (`s2i-train critics`). They
-    # only check the generator: its images must satisfy the teacher and every critic, and a pattern that
+    # Checkers: more teachers trained alike, one per width listed, from other seeds (`s2i-train checkers`). They
+    # only check the generator: its images must satisfy the teacher and every checker, and a pattern that
     # fools one network rarely fools three that were trained apart. () = the teacher alone.
-    critic_widths: tuple[int, ...] = ()
+    checker_widths: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -100,8 +105,8 @@ class EncoderTrainConfig:
     # caption cannot know its image's position, rotation or unsaid background, so the per-image target asks
     # the student to guess them; the mean is what it can be right about.
     teacher_target: str = "image"
-    # Which frozen image network teaches: "teacher" (the run's teacher, Li et al.), a critic ("critic-2"), or
-    # "best" = of the teacher and the critics, the one whose features retrieve the *training* images by class
+    # Which frozen image network teaches: "teacher" (the run's teacher, Li et al.), a checker ("checker-2"), or
+    # "best" = of the teacher and the checkers, the one whose features retrieve the *training* images by class
     # best (cosine mAP), since only training data may decide. The ranking held on unseen pairs, but the students
     # of the three retrieved speech alike (docs/default-model.md).
     teacher: str = "teacher"
@@ -170,17 +175,17 @@ class GeneratorTrainConfig:
     # The teacher reads a randomly shifted (up to this fraction of the side) and mirrored copy of each
     # generated image, so G cannot satisfy it with patterns that only work in place. 0 = reads it as is.
     teacher_jitter: float = 0.0
-    # Each step, the generated rows are dealt at random among the teacher and its critics, so each reader sees a
-    # share of the batch instead of all of it: the same loss in expectation for a fraction of the readers' cost,
-    # time a fixed budget can spend on more steps. false = every reader reads every row.
+    # Each step, the generated rows are dealt at random among the frozen image classifiers (the teacher and its
+    # checkers), so each sees a share of the batch instead of all of it: the same loss in expectation for a
+    # fraction of their cost, time a fixed budget can spend on more steps. false = each classifier reads every row.
     teacher_split_rows: bool = False
     # Mode seeking (MSGAN, Mao et al. 2019): pairs in the batch share a caption and differ in z, and G is
     # asked to keep their images apart, so one caption does not collapse to one image. 0 = off.
     mode_seeking_weight: float = 0.0
     # The attribute code leaves what a caption does not say (the background, in half the templates) at uniform
-    # probabilities (with generator.model.drawn_blocks each image then draws one). false = read-outs fitted to the
-    # image's labels, which learn to guess an unsaid background from the voice.
-    open_unspoken: bool = False
+    # probabilities (with generator.model.sampled_code_blocks each image then draws one). false = read-outs fitted
+    # to the image's labels, which learn to guess an unsaid background from the voice. (Once `open_unspoken`.)
+    unsaid_attributes_uniform: bool = False
     # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
     # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.
@@ -216,8 +221,8 @@ class EvalConfig:
 class TrainConfig:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
-    teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
+    judge: JudgeTrainConfig = dataclasses.field(default_factory=JudgeTrainConfig)
+    teacher: TeacherTrainConfig = dataclasses.field(default_factory=TeacherTrainConfig)
     encoder: EncoderTrainConfig = dataclasses.field(default_factory=EncoderTrainConfig)
     text_encoder: TextEncoderTrainConfig = dataclasses.field(default_factory=TextEncoderTrainConfig)
     generator: GeneratorTrainConfig = dataclasses.field(default_factory=GeneratorTrainConfig)
@@ -349,8 +354,57 @@ def drop_removed_fields(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# Fields renamed for clearer names: section (dotted for nested tables) -> {old: new}. Run directories saved
+# before a rename still list the old key in config.toml; a file's old keys are read as the new ones, so those
+# runs stay readable, while `--set` with an old name is refused with a message naming the new one.
+RENAMED_FIELDS: dict[str, dict[str, str]] = {
+    "teacher": {"critic_widths": "checker_widths"},  # the extra frozen image classifiers, once "critics"
+    "generator": {"open_unspoken": "unsaid_attributes_uniform"},
+    "generator.model": {"drawn_blocks": "sampled_code_blocks"},
+}
+
+
+def _table(data: dict[str, Any], section: str) -> dict[str, Any] | None:
+    node: Any = data
+    for part in section.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+def rename_old_fields(data: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """`data` (a parsed config file) with the RENAMED_FIELDS' old keys under their new names, and an
+    `encoder.teacher` that names a module by its old name ("critic-2") naming it by its new one ("checker-2").
+    A table that gives both the old and the new key is an error."""
+    from ..checkpoint import current_module_name
+
+    for section, names in RENAMED_FIELDS.items():
+        table = _table(data, section)
+        if table is None:
+            continue
+        for old, new in names.items():
+            if old in table:
+                if new in table:
+                    raise InputError(f"{where}: [{section}] gives both {old} and {new} ({old} is the old name of "
+                                     f"{new}); keep {new}")
+                table[new] = table.pop(old)
+    encoder = _table(data, "encoder")
+    if encoder is not None and isinstance(encoder.get("teacher"), str):
+        encoder["teacher"] = current_module_name(encoder["teacher"])
+    return data
+
+
+def _refuse_old_names(overrides: list[str]) -> None:
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        section, _, name = key.rpartition(".")
+        new = RENAMED_FIELDS.get(section, {}).get(name)
+        if new is not None:
+            raise InputError(f"--set {item!r}: {key} has been renamed; use {section}.{new}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """The defaults, updated by the TOML file at `path` (if any, less its REMOVED_FIELDS), then by `overrides`."""
+    """The defaults, updated by the TOML file at `path` (if any, less its REMOVED_FIELDS, its RENAMED_FIELDS under
+    their new names), then by `overrides`."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
@@ -363,6 +417,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise InputError(f"{path}: cannot read config ({exc})") from None
         drop_removed_fields(data)
+        rename_old_fields(data, where)
+    _refuse_old_names(list(overrides or []))
     apply_overrides(data, list(overrides or []))
     return from_plain(TrainConfig, data, where)
 

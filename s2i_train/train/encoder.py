@@ -22,12 +22,12 @@ from s2i_runtime.errors import InputError
 
 from .. import losses
 from ..checkpoint import (
-    CRITIC,
+    CHECKER,
     ENCODER,
     TEACHER,
     TEACHER_WHITENING,
-    critic_index,
-    critic_name,
+    checker_index,
+    checker_name,
     load_module,
     save_module,
 )
@@ -66,13 +66,13 @@ def class_retrieval_map(features: torch.Tensor, class_ids: torch.Tensor) -> floa
     return retrieval_scores(x, labels, x, labels, exclude_self=True)["mAP"]
 
 
-def teacher_candidates(choice: str, critics: int) -> list[str]:
-    """The modules `encoder.teacher = choice` may pick from, given the number of configured critics."""
+def teacher_candidates(choice: str, checkers: int) -> list[str]:
+    """The modules `encoder.teacher = choice` may pick from, given the number of configured checkers."""
     if choice == "best":
-        return [TEACHER] + [critic_name(i) for i in range(1, critics + 1)]
-    if choice == TEACHER or critic_index(choice) > 0:
+        return [TEACHER] + [checker_name(i) for i in range(1, checkers + 1)]
+    if choice == TEACHER or checker_index(choice) > 0:
         return [choice]
-    raise InputError(f"encoder.teacher must be 'teacher', 'best' or '{CRITIC}-N', got {choice!r}")
+    raise InputError(f"encoder.teacher must be 'teacher', 'best' or '{CHECKER}-N', got {choice!r}")
 
 
 def choose_teacher(run_dir: Path, candidates: list[str], images, size: int
@@ -175,7 +175,7 @@ class EncoderStage:
                                    distributed.rank(), distributed.world_size())
 
     def _teacher(self, images, size: int) -> tuple[str, torch.Tensor, dict[str, float]]:
-        candidates = teacher_candidates(self.cfg.teacher, len(self.config.teacher.critic_widths))
+        candidates = teacher_candidates(self.cfg.teacher, len(self.config.teacher.checker_widths))
         return choose_teacher(self.run_dir, candidates, images, size)
 
     def _whitening(self, images) -> FeatureWhitening | None:

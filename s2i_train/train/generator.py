@@ -5,7 +5,7 @@ condition), fake; G learns to fool every scale's D, plus 2·KL of the conditioni
 is what gets saved. Semantic-consistency switches, without which the generated shape stays near chance:
 `d_attribute_heads` (AC-GAN: D reads colour/shape/size/background on real images; G is asked for the
 caption's colour/shape/size on fakes) and `teacher_consistency` (the frozen teacher's attribute heads
-read the fakes, optionally shifted and mirrored: `teacher_jitter`; with `teacher.critic_widths` the critics
+read the fakes, optionally shifted and mirrored: `teacher_jitter`; with `teacher.checker_widths` the checkers
 read them too and the term is the mean over all). `novel_code_fraction` adds samples
 conditioned on attribute combinations drawn from the vocabulary, which no caption may have: they get only the
 terms that need no matching real image, so G learns every combination, not just the training pairs'. The
@@ -31,7 +31,7 @@ from .. import losses
 from ..checkpoint import (
     GENERATOR,
     encoder_image_space,
-    load_critics,
+    load_checkers,
     load_speech_encoder,
     load_teacher,
     save_module,
@@ -81,8 +81,8 @@ def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, c
 
 
 class Reading(NamedTuple):
-    """One frozen reader's (teacher, critic) attribute logits for the generated rows `rows` (None: all),
-    and its weight in the readers' terms (None: they are averaged)."""
+    """One frozen image classifier's (the teacher's or a checker's) attribute logits for the generated rows
+    `rows` (None: all), and its weight in the classifiers' terms (None: they are averaged)."""
     logits: dict[str, torch.Tensor]
     rows: torch.Tensor | None
     weight: float | None
@@ -97,12 +97,12 @@ def _rows(values, rows: torch.Tensor | None):
     return values[rows]
 
 
-def _over_readers(readers: list[Reading], term) -> torch.Tensor:
-    """The readers' terms combined: the mean when each read every row (one scale whatever their number),
-    else weighted by each one's share of the rows."""
-    if all(r.weight is None for r in readers):
-        return sum(term(r) for r in readers) / len(readers)
-    return sum(r.weight * term(r) for r in readers)
+def _over_classifiers(readings: list[Reading], term) -> torch.Tensor:
+    """The frozen classifiers' terms combined: the mean when each read every row (one scale whatever their
+    number), else weighted by each one's share of the rows."""
+    if all(r.weight is None for r in readings):
+        return sum(term(r) for r in readings) / len(readings)
+    return sum(r.weight * term(r) for r in readings)
 
 
 class GeneratorInputs(NamedTuple):
@@ -167,7 +167,7 @@ class GeneratorStage:
         self.speech_space = None
         if cfg.speech_matching_weight > 0:
             self.speech_space = freeze(encoder_image_space(run_dir, self.teacher))
-        self.critics = ([freeze(c) for c in load_critics(run_dir, len(config.teacher.critic_widths))]
+        self.checkers = ([freeze(c) for c in load_checkers(run_dir, len(config.teacher.checker_widths))]
                         if cfg.teacher_consistency else [])
         torch.manual_seed(config.run.seed)
         self.generator = build_generator(self.model_config)
@@ -179,7 +179,7 @@ class GeneratorStage:
         if self.model_config.attribute_code:
             fit_attribute_readouts(self.generator.ca, self.embeddings, self.captions.attributes,
                                    tuple(self.model_config.attribute_code),
-                                   self.captions.spoken if cfg.open_unspoken else None)
+                                   self.captions.spoken if cfg.unsaid_attributes_uniform else None)
         heads = dict(ATTRIBUTE_CLASSES) if cfg.d_attribute_heads else None
         self.discriminators = build_discriminators(self.sizes, ndf=cfg.ndf, condition_dim=self.model_config.ca_dim,
                                                    attributes=heads)
@@ -323,20 +323,20 @@ class GeneratorStage:
             g_loss.add(relation, cfg.relation_weight, "g_relation")
 
     def teacher_consistency_term(self, g_loss: LossSum, batch: StepBatch) -> None:
-        """The frozen teacher and its critics must read the asked colour, shape and size off every generated
+        """The frozen teacher and its checkers must read the asked colour, shape and size off every generated
         image (jittered when configured, and dealt among them with `teacher_split_rows`); logs the teacher's
         accuracies."""
         cfg = self.cfg
         seen = batch.out.images[-1]
         if cfg.teacher_jitter > 0:
             seen = jitter_images(seen, cfg.teacher_jitter, self.step_generator(batch.step, stream=1))
-        shares = self.reader_shares(len(seen), batch.step)
-        readers = [Reading(net(_rows(seen, rows)).attribute_logits, rows, weight)
-                   for net, (rows, weight) in zip([self.teacher, *self.critics], shares, strict=True)]
+        shares = self.classifier_shares(len(seen), batch.step)
+        readings = [Reading(net(_rows(seen, rows)).attribute_logits, rows, weight)
+                   for net, (rows, weight) in zip([self.teacher, *self.checkers], shares, strict=True)]
         targets = attribute_labels(batch.inputs.labels, SPOKEN_ATTRIBUTES)
-        consistency = _over_readers(
-            readers, lambda r: losses.teacher_consistency_loss(r.logits, _rows(targets, r.rows)))
-        teacher = readers[0]
+        consistency = _over_classifiers(
+            readings, lambda r: losses.teacher_consistency_loss(r.logits, _rows(targets, r.rows)))
+        teacher = readings[0]
         accs = {f"teacher_acc_{n}": float((teacher.logits[n].argmax(1) == _rows(t, teacher.rows)).float().mean())
                 for n, t in targets.items()}
         g_loss.add(consistency, cfg.teacher_consistency_weight, "g_teacher")
@@ -349,7 +349,7 @@ class GeneratorStage:
         embedding = self.embeddings[idx]
         labels = self.captions.attributes[idx]
         z, eps = self.generator.sample_inputs(len(idx), generator)
-        code = (self.caption_code(embedding, self.images.attributes[rows]) if self.model_config.drawn_blocks
+        code = (self.caption_code(embedding, self.images.attributes[rows]) if self.model_config.sampled_code_blocks
                 else None)
         if self.cfg.novel_code_fraction <= 0:
             return GeneratorInputs(embedding, z, eps, code, labels)
@@ -407,21 +407,21 @@ class GeneratorStage:
         """The captions' attribute code for training: the read-outs, and for the drawn blocks the class the
         real image shows (at inference each image draws it from the read-out)."""
         code = self.generator.ca.attribute_code(embedding)
-        for block in self.model_config.drawn_blocks:
+        for block in self.model_config.sampled_code_blocks:
             code[block] = F.one_hot(image_labels[:, block], code[block].shape[1]).float()
         return code
 
-    def reader_shares(self, rows: int, step: int) -> list[tuple[torch.Tensor | None, float | None]]:
-        """(rows read, weight) for the teacher and each critic: (None, None) = every row, the readers averaged;
-        with `teacher_split_rows` the rows are dealt at random (a pure function of seed and step, so a resumed
-        run deals the same) and a reader's weight is its share of the rows, so the term stays the mean over rows
-        of the loss of the reader that read it."""
-        count = 1 + len(self.critics)
+    def classifier_shares(self, rows: int, step: int) -> list[tuple[torch.Tensor | None, float | None]]:
+        """(rows read, weight) for the teacher and each checker: (None, None) = every row, the classifiers
+        averaged; with `teacher_split_rows` the rows are dealt at random (a pure function of seed and step, so a
+        resumed run deals the same) and a classifier's weight is its share of the rows, so the term stays the mean
+        over rows of the loss of the classifier that read it."""
+        count = 1 + len(self.checkers)
         if not self.cfg.teacher_split_rows or count == 1:
             return [(None, None)] * count
         if rows < count:
             raise InputError(f"generator.teacher_split_rows needs at least {count} generated images per step "
-                             f"(one per reader); got {rows}")
+                             f"(one per frozen classifier: the teacher and each checker); got {rows}")
         dealt = torch.randperm(rows, generator=self.step_generator(step, stream=7)).tensor_split(count)
         return [(share, len(share) / rows) for share in dealt]
 

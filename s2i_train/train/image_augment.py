@@ -1,6 +1,6 @@
 """Differentiable geometric jitter for generated images before a frozen network reads them.
 
-A generator trained against one frozen reader (the teacher) can satisfy it with pixel patterns that only work
+A generator trained against one frozen classifier (the teacher) can satisfy it with pixel patterns that only work
 at one position; reading a randomly shifted and mirrored copy asks for the attribute itself (the idea of
 DiffAugment, Zhao et al. 2020, applied to the consistency term). Shifts and mirroring change none of
 Spoken-Shapes' attributes: every shape class is closed under a horizontal flip.

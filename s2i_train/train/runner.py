@@ -1,4 +1,4 @@
-"""What the `s2i-train judge|teacher|critics|encoder|generator` commands do: settle the config, build the stage,
+"""What the `s2i-train judge|teacher|checkers|encoder|generator` commands do: settle the config, build the stage,
 run the shared loop. The CLI is a thin layer over `train_stage`."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import torch
 
 from s2i_runtime.errors import InputError
 
-from ..checkpoint import critic_index, critic_name
+from ..checkpoint import checker_index, checker_name
 from . import distributed
 from .config import CONFIG_FILE, TrainConfig, load_config, save_config
 from .loop import LoopResult, LoopSettings, run_stage
 from .precision import warn_if_emulated
-from .state import latest_step
+from .state import latest_step, stage_state_dirs
 
-STAGES = ("judge", "teacher", "critics", "encoder", "generator", "text-encoder")
+STAGES = ("judge", "teacher", "checkers", "encoder", "generator", "text-encoder")
 
 
 def resolve_config(
@@ -42,18 +42,18 @@ def resolve_config(
 
 
 def stage_members(name: str, config: TrainConfig) -> list[str]:
-    """The trained modules behind a command: one, except `critics` (critic-1, critic-2, ...; none configured:
+    """The trained modules behind a command: one, except `checkers` (checker-1, checker-2, ...; none configured:
     nothing to do)."""
-    if name == "critics":
-        return [critic_name(i) for i in range(1, len(config.teacher.critic_widths) + 1)]
+    if name == "checkers":
+        return [checker_name(i) for i in range(1, len(config.teacher.checker_widths) + 1)]
     return [name]
 
 
 def build_stage(name: str, config: TrainConfig, run_dir: Path):
-    if critic_index(name):
+    if checker_index(name):
         from .teacher import TeacherStage
 
-        return TeacherStage(config, run_dir, member=critic_index(name))
+        return TeacherStage(config, run_dir, member=checker_index(name))
     if name == "judge":
         from .judge import JudgeStage
 
@@ -79,14 +79,14 @@ def build_stage(name: str, config: TrainConfig, run_dir: Path):
 
 def stage_steps(config: TrainConfig, name: str) -> int:
     # The text encoder's budget is the speech encoder's.
-    section = "teacher" if critic_index(name) else "encoder" if name == "text-encoder" else name
+    section = "teacher" if checker_index(name) else "encoder" if name == "text-encoder" else name
     return int(getattr(config, section).steps)
 
 
 def _stage_seed(config: TrainConfig, name: str) -> int:
-    """Initial weights and per-step draws come from this seed: critic i's from run.seed + i, so each differs
+    """Initial weights and per-step draws come from this seed: checker i's from run.seed + i, so each differs
     from the teacher's."""
-    return config.run.seed + critic_index(name)
+    return config.run.seed + checker_index(name)
 
 
 def train_stage(
@@ -99,8 +99,8 @@ def train_stage(
     resume: bool = False,
     progress: bool = True,
 ) -> LoopResult:
-    """Train one stage into `run_dir` (creating it), resuming its last checkpoint when `resume`. `critics`
-    trains critic-1, critic-2, ... in turn, each resumable on its own."""
+    """Train one stage into `run_dir` (creating it), resuming its last checkpoint when `resume`. `checkers`
+    trains checker-1, checker-2, ... in turn, each resumable on its own."""
     run_dir = Path(run_dir)
     distributed.init()
     try:
@@ -124,7 +124,8 @@ def train_stage(
                 # A fresh start must not silently continue from, or mix with, an earlier run of the stage.
                 import shutil
 
-                shutil.rmtree(run_dir / "state" / member, ignore_errors=True)
+                for folder in stage_state_dirs(run_dir, member):
+                    shutil.rmtree(folder, ignore_errors=True)
             distributed.barrier()
             result = _train_member(member, config, run_dir, member_resume, progress)
             results.append(result)

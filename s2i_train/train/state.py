@@ -92,8 +92,24 @@ def save_state(run_dir: str | Path, stage: str, step: int, tree: Any, keep: int 
     return folder
 
 
+def stage_state_dirs(run_dir: str | Path, stage: str) -> list[Path]:
+    """Where `stage`'s checkpoints may lie: `state/<stage>/`, then, for a renamed module (checkpoint.
+    RENAMED_MODULE_PREFIXES), the folder of its old name, which runs saved before the rename have."""
+    from ..checkpoint import legacy_module_name
+
+    old = legacy_module_name(stage)
+    return [Path(run_dir) / STATE_DIR / name for name in (stage, old) if name is not None]
+
+
+def stage_state_dir(run_dir: str | Path, stage: str) -> Path:
+    """The folder `stage` resumes from: the first of `stage_state_dirs` with a checkpoint pointer, else the
+    current name's (where new checkpoints are written)."""
+    dirs = stage_state_dirs(run_dir, stage)
+    return next((d for d in dirs if (d / LATEST).is_file()), dirs[0])
+
+
 def latest_step(run_dir: str | Path, stage: str) -> int | None:
-    pointer = Path(run_dir) / STATE_DIR / stage / LATEST
+    pointer = stage_state_dir(run_dir, stage) / LATEST
     if not pointer.is_file():
         return None
     return int(json.loads(pointer.read_text())["step"])
@@ -101,7 +117,7 @@ def latest_step(run_dir: str | Path, stage: str) -> int | None:
 
 def load_state(run_dir: str | Path, stage: str) -> tuple[int, Any]:
     """The newest complete checkpoint of `stage`: (step, tree)."""
-    root = Path(run_dir) / STATE_DIR / stage
+    root = stage_state_dir(run_dir, stage)
     pointer = root / LATEST
     if not pointer.is_file():
         raise InputError(f"{run_dir}: no saved {stage} state to resume from")

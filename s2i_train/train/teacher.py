@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import TEACHER, critic_name, save_module
+from ..checkpoint import TEACHER, checker_name, save_module
 from ..data import vocabulary
 from ..models import ShapesTeacher, ShapesTeacherConfig, colour_scrambled
 from .banks import load_image_bank
@@ -26,7 +26,7 @@ COLOUR_FREE = ("shape", "size", "background")
 
 
 class TeacherStage(OneCycleImageStage):
-    """`member` 0 is the teacher; member i > 0 is critic i: trained alike, at teacher.critic_widths[i - 1] and
+    """`member` 0 is the teacher; member i > 0 is checker i: trained alike, at teacher.checker_widths[i - 1] and
     from seed run.seed + i (its own batch order; the runner seeds its initial weights the same way)."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, member: int = 0):
@@ -34,8 +34,8 @@ class TeacherStage(OneCycleImageStage):
         self.cfg = config.teacher
         self.run_dir = run_dir
         self.member = member
-        self.name = critic_name(member) if member else TEACHER
-        width = self.cfg.critic_widths[member - 1] if member else self.cfg.width
+        self.name = checker_name(member) if member else TEACHER
+        width = self.cfg.checker_widths[member - 1] if member else self.cfg.width
         size = self.cfg.image_size
         bank = load_image_bank(config.data.root, "train", (size,), run_dir)
         self.pixels = bank.pixels[size]
