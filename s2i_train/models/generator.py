@@ -48,7 +48,7 @@ class GeneratorConfig:
     # Layout shift: the last two components of z move the 16x16 layout by up to this fraction of the image side
     # (times a gate learned from the condition, so a large figure can be given less room than a small one);
     # the later up-blocks draw the detail at the new place. 0 = off. Without it the generator drew nearly every
-    # figure in the middle, where real figures lie anywhere (docs/default-model.md, "Where the figure lies").
+    # figure in the middle, where real figures lie anywhere (docs/experiments/layout-and-background.md).
     layout_shift: float = 0.0
 
     # Settings renamed since checkpoints and bundles were written ({old: new}); from_dict reads both.

@@ -108,7 +108,7 @@ class EncoderTrainConfig:
     # Which frozen image network teaches: "teacher" (the run's teacher, Li et al.), a checker ("checker-2"), or
     # "best" = of the teacher and the checkers, the one whose features retrieve the *training* images by class
     # best (cosine mAP), since only training data may decide. The ranking held on unseen pairs, but the students
-    # of the three retrieved speech alike (docs/default-model.md).
+    # of the three retrieved speech alike (docs/experiments/encoder-targets.md).
     teacher: str = "teacher"
     # Whiten the teacher's features before they become targets: "none" (Li et al.) or "class" = centre them and
     # whiten their within-class scatter, fitted on the training images (shrunk towards its mean variance by
@@ -116,7 +116,7 @@ class EncoderTrainConfig:
     # eval and the generator's speech matching read images too. The colour-decorrelated teacher spends most
     # of its variance on position, rotation and shape, little on colour, and the student copies that layout.
     # Whitening raises each image's pose to the size of the class directions, so it goes with
-    # teacher_target = "spoken_mean" (shapes64.toml sets both; docs/default-model.md has the measurements).
+    # teacher_target = "spoken_mean" (shapes64.toml sets both; docs/experiments/encoder-targets.md measures them).
     teacher_whiten: str = "none"
     teacher_whiten_shrink: float = 0.8
     # Attribute heads on the speech embedding (linear colour/shape/size classifiers, cross-entropy on the

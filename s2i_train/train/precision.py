@@ -4,8 +4,9 @@ With `run.precision = "bf16"` each step's forward passes run under CPU autocast:
 products in bfloat16, reductions, normalisation statistics and losses in fp32 (autocast's own lists), the
 weights, gradients, optimiser and EMA state in fp32. Backward passes run outside autocast, as PyTorch
 advises; they follow the dtypes the forward pass chose. On CPUs with AVX512-BF16 or AMX the convolutional
-stages train faster this way (`python -m benchmarks.train_precision` times each stage; docs/default-model.md has
-the measured history). Without hardware bf16 the same arithmetic is emulated and slower than fp32, hence a warning.
+stages train faster this way (`python -m benchmarks.train_precision` times each stage;
+docs/experiments/training-time-and-precision.md has the measured history). Without hardware bf16 the same
+arithmetic is emulated and slower than fp32, hence a warning.
 """
 
 from __future__ import annotations
