@@ -74,8 +74,9 @@ def condition_table(
             cell["probe"] = {attr: float((probs.argmax(1) == attributes[rows, ATTRIBUTES.index(attr)])
                                          .float().mean()) for attr, probs in probe(embeddings).items()}
         if draw is not None:
+            voices = [records[row].get("voice", "") for row in rows.tolist()]
             cell.update(read_cell(embeddings, attributes[rows], draw, z_dim, ca_dim, read,
-                                  images_per_caption, seed, batch_size))
+                                  images_per_caption, seed, batch_size, voices=voices))
         table.setdefault(group, {})[name] = cell
     return table
 
@@ -103,9 +104,11 @@ def conditioned_cells(
 
 
 @torch.no_grad()
-def read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, batch_size: int) -> dict:
+def read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, batch_size: int,
+              voices: list[str] | None = None) -> dict:
     """The readers' accuracies on `k` images drawn per row of `embeddings` (z and eps from `seed`, so two models
-    read on the same rows are drawn with the same noise)."""
+    read on the same rows are drawn with the same noise); with `voices` (one per row) also per voice, since a
+    group's mean can hide one voice the model does not understand."""
     gen = torch.Generator().manual_seed(seed)
     hits: dict[str, list[torch.Tensor]] = {}
     per_batch = max(1, batch_size // k)
@@ -125,26 +128,47 @@ def read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, 
                                   .all(0).float().mean())
     if "silhouette_shape" in cell and "shape" in cell:
         cell["shape_judges_disagree"] = abs(cell["shape"] - cell["silhouette_shape"]) > JUDGE_DISAGREEMENT
+    if voices is not None:
+        per_image = np.repeat(np.array(voices), k)
+        cell["by_voice"] = {
+            voice: {"captions": voices.count(voice),
+                    **{a: float(torch.cat(hits[a])[torch.from_numpy(per_image == voice)].float().mean())
+                       for a in ("colour", "shape", "size") if a in hits}}
+            for voice in sorted(set(voices))}
     return cell
 
 
 def table_lines(table: dict[str, Any]) -> list[str]:
     """The table as text: per voice group a row of judge colour / shape / size (silhouette shape) per condition,
-    and a row of what the linear probe reads from the embeddings."""
-    lines = ["voices          " + "".join(f"{name:>26}" for name in CONDITIONS)]
+    a row of what the linear probe reads from the embeddings, and an indented row of the judge per voice."""
+    voices = {group: sorted({v for cell in cells.values() for v in cell.get("by_voice", {})})
+              for group, cells in table.items()}
+    width = max([16] + [len(v) + 4 for names in voices.values() for v in names])
+    lines = [f"{'voices':<{width}}" + "".join(f"{name:>26}" for name in CONDITIONS)]
     for group, cells in table.items():
-        judged, probed = f"{group:<16}", f"{group + ' probe':<16}"
+        judged, probed = f"{group:<{width}}", f"{group + ' probe':<{width}}"
         for name in CONDITIONS:
             cell = cells.get(name, {})
             text = "-"
             if "colour" in cell:
-                text = "/".join(f"{cell[a]:.2f}" for a in ("colour", "shape", "size"))
+                text = _scores(cell)
                 if "silhouette_shape" in cell:
                     text += f" ({cell['silhouette_shape']:.2f})" + ("!" if cell.get("shape_judges_disagree") else "")
             judged += f"{text:>26}"
             probe = cell.get("probe")
-            probed += f"{'/'.join(f'{probe[a]:.2f}' for a in ('colour', 'shape', 'size')) if probe else '-':>26}"
+            probed += f"{_scores(probe) if probe else '-':>26}"
         lines += [judged, probed] if any("colour" in c for c in cells.values()) else [probed]
+        for voice in voices[group]:
+            row = f"{'  ' + voice:<{width}}"
+            for name in CONDITIONS:
+                scores = cells.get(name, {}).get("by_voice", {}).get(voice)
+                row += f"{_scores(scores) if scores else '-':>26}"
+            lines.append(row)
     lines.append("judge's colour/shape/size of the drawn images (the silhouette judge's shape; ! = the two differ by"
-                 f" more than {JUDGE_DISAGREEMENT}); probe = linear read-out of the speech embeddings")
+                 f" more than {JUDGE_DISAGREEMENT}); probe = linear read-out of the speech embeddings; indented rows:"
+                 " the judge per voice")
     return lines
+
+
+def _scores(scores: dict[str, float]) -> str:
+    return "/".join(f"{scores[a]:.2f}" for a in ("colour", "shape", "size"))

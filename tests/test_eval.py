@@ -90,3 +90,32 @@ def test_condition_cells_pick_voice_groups_by_seed_alone():
             "shape_judges_disagree": True, "probe": {"colour": 1.0, "shape": 0.8, "size": 1.0}}
     lines = table_lines({"recorded": {"clean": cell}})
     assert "1.00/0.50/1.00 (0.75)!" in lines[1] and "1.00/0.80/1.00" in lines[2] and lines[1].count("-") == 2
+
+
+def test_read_cell_splits_the_judges_hits_by_voice():
+    import torch
+
+    from s2i_train.eval_conditions import read_cell, table_lines
+
+    # Three captions of colour 0..2; a "judge" that reads colour right only for rows whose embedding is positive,
+    # so the one voice whose row is negative gets colour 0 and the other 1.
+    embeddings = torch.tensor([[1.0], [-1.0], [1.0]])
+    labels = torch.tensor([[0, 0, 0, 0], [1, 0, 0, 0], [2, 0, 0, 0]])
+
+    def draw(emb, z, eps):
+        return emb
+
+    def read(images):
+        right = torch.nn.functional.one_hot(labels[:, 0].repeat_interleave(2), 8).float()
+        colour = torch.where(images > 0, right, right.roll(1, 1))
+        rest = torch.nn.functional.one_hot(torch.zeros(len(images), dtype=torch.long), 8).float()
+        return {"colour": colour, "shape": rest, "size": rest}
+
+    cell = read_cell(embeddings, labels, draw, 4, 4, read, k=2, seed=0, batch_size=8,
+                     voices=["flite:awb", "flite:slt", "flite:awb"])
+    assert cell["colour"] == pytest.approx(2 / 3)
+    assert cell["by_voice"] == {"flite:awb": {"captions": 2, "colour": 1.0, "shape": 1.0, "size": 1.0},
+                                "flite:slt": {"captions": 1, "colour": 0.0, "shape": 1.0, "size": 1.0}}
+    lines = table_lines({"recorded": {"clean": cell}})
+    assert [line.split()[:2] for line in lines[3:5]] == [["flite:awb", "1.00/1.00/1.00"],
+                                                        ["flite:slt", "0.00/1.00/1.00"]]
