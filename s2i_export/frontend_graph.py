@@ -92,8 +92,13 @@ class LogMelGraph(nn.Module):
         zero = torch.zeros_like(x[:1, :1])
         x = torch.where(valid, x, zero)
         if spec.remove_dc:
-            mean = x.sum(dim=1, keepdim=True) / num_samples[:, None].to(torch.float32)
-            x = torch.where(valid, x - mean, zero)
+            count = num_samples[:, None].to(torch.float32)
+            mean = x.sum(dim=1, keepdim=True) / count
+            # A second pass over what is left: a float32 sum of many samples with a large offset is off by
+            # far more than float64's, and pre-emphasis keeps the first sample whole, so the leftover offset
+            # would land there as a broadband click in the first frame.
+            centred = torch.where(valid, x - mean, zero)
+            x = torch.where(valid, centred - centred.sum(dim=1, keepdim=True) / count, zero)
         if spec.preemphasis:
             x = torch.cat([x[:, :1], x[:, 1:] - spec.preemphasis * x[:, :-1]], dim=1)
         return x

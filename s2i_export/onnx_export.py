@@ -76,20 +76,42 @@ def export_encoder(encoder: Any, path: Path, spec: FrontendSpec, opset: int = OP
     _export(encoder.eval(), (mel, lengths), path, ENCODER_INPUTS, ENCODER_OUTPUTS, axes, opset)
 
 
-def export_waveform_encoder(encoder: Any, path: Path, spec: FrontendSpec, opset: int = OPSET) -> None:
-    """The front end and the encoder as one graph: waveform (B, N), num_samples (B,) -> embedding (B, D)."""
+def _trace_waveforms(spec: FrontendSpec) -> tuple[Any, Any]:
+    """A padded batch of two clips, the second shorter by a part of a hop too, for tracing."""
     import torch
-
-    from .frontend_graph import WaveformEncoder
 
     samples = (max(_TRACE_FRAMES, spec.min_frames) - 1) * spec.hop_length
     waveform = torch.randn(_TRACE_BATCH, samples, generator=torch.Generator().manual_seed(0)) * 0.1
-    num_samples = torch.tensor([samples, samples - 40 * spec.hop_length - 7], dtype=torch.int64)
+    return waveform, torch.tensor([samples, samples - 40 * spec.hop_length - 7], dtype=torch.int64)
+
+
+def export_waveform_encoder(encoder: Any, path: Path, spec: FrontendSpec, opset: int = OPSET) -> None:
+    """The front end and the encoder as one graph: waveform (B, N), num_samples (B,) -> embedding (B, D)."""
+    from .frontend_graph import WaveformEncoder
+
+    waveform, num_samples = _trace_waveforms(spec)
     signal, lengths = WAVEFORM_ENCODER_INPUTS
     (embedding,) = ENCODER_OUTPUTS
     axes = {signal: {0: "batch", 1: "samples"}, lengths: {0: "batch"}, embedding: {0: "batch"}}
     module = WaveformEncoder(encoder.eval(), spec).eval()
     _export(module, (waveform, num_samples), path, WAVEFORM_ENCODER_INPUTS, ENCODER_OUTPUTS, axes, opset)
+
+
+# The front end alone as a graph: what the tests and benchmarks hold against s2i_runtime.frontend.
+FRONTEND_OUTPUTS = ("features", "frame_lengths")
+
+
+def export_frontend(path: Path, spec: FrontendSpec, opset: int = OPSET) -> None:
+    """waveform (B, N), num_samples (B,) -> features (B, n_mels, T), frame_lengths (B,): no bundle uses it."""
+    from .frontend_graph import LogMelGraph
+
+    waveform, num_samples = _trace_waveforms(spec)
+    signal, lengths = WAVEFORM_ENCODER_INPUTS
+    features, frame_lengths = FRONTEND_OUTPUTS
+    axes = {signal: {0: "batch", 1: "samples"}, lengths: {0: "batch"}, features: {0: "batch", 2: "frames"},
+            frame_lengths: {0: "batch"}}
+    _export(LogMelGraph(spec).eval(), (waveform, num_samples), path, WAVEFORM_ENCODER_INPUTS, FRONTEND_OUTPUTS,
+            axes, opset)
 
 
 def export_generator(generator: Any, path: Path, opset: int = OPSET) -> None:
