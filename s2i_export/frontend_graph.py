@@ -85,12 +85,18 @@ class LogMelGraph(nn.Module):
         return features, frame_lengths
 
     def _prepared(self, waveform: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
-        """DC removal and pre-emphasis, each over the clip's own samples; zeros beyond them."""
+        """DC removal and pre-emphasis, each over the clip's own samples (nothing later reads beyond them)."""
         spec = self.spec
         x = waveform.to(torch.float32)
         valid = _positions(x, 1)[None, :] < num_samples[:, None]
         zero = torch.zeros_like(x[:1, :1])
         x = torch.where(valid, x, zero)
+        # Samples this loud would overflow the float32 sums and power. Like logmel's retry, such a clip is
+        # scaled by 2^-64 (twice near float32's limit): exact, and dB are relative to the clip's own maximum.
+        # Unlike it, the graph cannot wait for the overflow, so it scales from a fixed peak a little below.
+        peak = x.abs().amax(dim=1, keepdim=True)
+        one = torch.ones_like(zero)
+        x = x * torch.where(peak > 2.0**56, one * 2.0**-64, one) * torch.where(peak > 2.0**120, one * 2.0**-64, one)
         if spec.remove_dc:
             count = num_samples[:, None].to(torch.float32)
             mean = x.sum(dim=1, keepdim=True) / count

@@ -106,6 +106,14 @@ def test_graph_pads_short_batches_to_min_frames(frontend_session, speech):
     assert np.abs(features - expected).max() <= FEATURE_TOLERANCE_DB
 
 
+def test_graph_scales_clips_too_loud_for_float32_as_the_numpy_retry_does(frontend_session):
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    clips = [noise * np.float32(1e30), noise * np.float32(1e37), noise[:5000] * np.float32(1e18), noise * 0.1]
+    features, _ = run_frontend(frontend_session, clips)
+    expected, _ = logmel_batch(clips, FrontendSpec())
+    assert np.isfinite(features).all() and np.abs(features - expected).max() <= FEATURE_TOLERANCE_DB
+
+
 def test_in_graph_bundle_says_so_and_keeps_the_default_unchanged(waveform_bundle, logmel_bundle, tmp_path):
     bundle = load_bundle(waveform_bundle)
     assert bundle.encoder_input == "waveform" and bundle.encoder_inputs == WAVEFORM_ENCODER_INPUTS
