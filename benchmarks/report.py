@@ -191,6 +191,12 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
             lines += ["", f"![latency and throughput vs batch size]({plot_name})"]
         lines.append("")
 
+    in_graph = results.get("frontend_in_graph")
+    if in_graph:
+        from .frontend_in_graph import markdown_lines
+
+        lines += markdown_lines(in_graph)
+
     int8 = results.get("int8")
     if int8:
         lines += ["## INT8 generator (static QDQ quantisation)", "", f"- status: {int8.get('status')}"]

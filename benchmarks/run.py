@@ -5,7 +5,7 @@
     python -m benchmarks.run --quick                              # small sizes, a minute or so
 
 Writes benchmarks/results/<date>-<host>/{results.json,results.md,e2e.png} (or under --out) and prints the
-markdown. Sections: frontend, e2e, cold, gpu, int8 (--sections to choose). Thread counts are fixed with
+markdown. Sections: frontend, e2e, cold, gpu, int8, ingraph (--sections to choose). Thread counts are fixed with
 --threads (default: the usable cores) for ONNX Runtime, torch and the BLAS pools alike.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from .common import pin_thread_env, results_dir_name
 
-SECTIONS = ("frontend", "e2e", "cold", "gpu", "int8")
+SECTIONS = ("frontend", "e2e", "cold", "gpu", "int8", "ingraph")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent / "README.md"
 README_START, README_END = "<!-- bench:latest:start -->", "<!-- bench:latest:end -->"
@@ -81,6 +81,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "frontend_seconds": 5.0 if quick else 10.0,
         "frontend_repeats": 3 if quick else 7,
         "cold_repeats": 2 if quick else 5,
+        "ingraph_batch_sizes": [1, 4] if quick else [1, 32],
+        "ingraph_seconds": 2.0 if quick else 10.0,
+        "ingraph_repeats": 3 if quick else 7,
     }
     for key in ("batch_sizes", "clip_seconds", "repeats", "frontend_clips", "frontend_seconds", "cold_repeats"):
         value = getattr(args, key)
@@ -185,6 +188,14 @@ def run_suite(args: argparse.Namespace, progress) -> tuple[dict[str, Any], Path]
             (wav,) = write_wavs(work / "cold-wav", 1, size["clip_seconds"])
             results["cold_start"] = run_cold_start(run_dir, bundle, wav, work / "cold", repeats=size["cold_repeats"],
                                                    threads=args.threads, progress=progress)
+
+        if "ingraph" in args.sections:
+            from .frontend_in_graph import run_in_graph
+
+            results["frontend_in_graph"] = run_in_graph(
+                run_dir, work / "ingraph", batch_sizes=size["ingraph_batch_sizes"], seconds=size["ingraph_seconds"],
+                repeats=size["ingraph_repeats"], warmup=size["warmup"], threads=args.threads, progress=progress,
+            )
 
         if "gpu" in args.sections:
             from .end_to_end import write_wavs

@@ -48,6 +48,10 @@ def onnx_command(
     include_checkpoint: bool = typer.Option(
         False, "--include-checkpoint", help="Also copy the safetensors weights into BUNDLE/checkpoint/."
     ),
+    frontend_in_graph: bool = typer.Option(
+        False, "--frontend-in-graph",
+        help="Put the log-Mel front end inside the encoder graph: it then reads waveforms (B, samples).",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Export the speech encoder and generator of RUN into a model bundle."""
@@ -56,7 +60,8 @@ def onnx_command(
     from .onnx_export import export_bundle
 
     with _progress(json_output) as progress:
-        path = export_bundle(run, out, opset=opset, include_checkpoint=include_checkpoint, progress=progress)
+        path = export_bundle(run, out, opset=opset, include_checkpoint=include_checkpoint,
+                             frontend_in_graph=frontend_in_graph, progress=progress)
     bundle = load_bundle(path)
     if json_output:
         _echo_json({"bundle": str(path), "manifest": bundle.manifest})

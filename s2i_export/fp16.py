@@ -43,6 +43,7 @@ from s2i_runtime.bundle import (
 from s2i_runtime.errors import S2IError
 from s2i_runtime.fsutil import atomic_path
 
+from .encoder_input import require_logmel_encoder
 from .probes import FeatureBatch, noise_for, ort_session, real_features, synthetic_features
 
 FP32_OPS = (
@@ -327,6 +328,7 @@ def export_fp16(
     import onnxruntime
 
     bundle = load_bundle(bundle_path)
+    require_logmel_encoder(bundle, "fp16")
     block_list = op_block_list()
     targets = {ENCODER_FP16_FILE: bundle.file(ENCODER_FILE), GENERATOR_FP16_FILE: bundle.file(GENERATOR_FILE)}
     # Converted next to the bundle under hidden names (not hashed), moved in only after the check passes.

@@ -1,7 +1,8 @@
 """What `s2i-export onnx` writes into s2i.json (besides the hashes `write_manifest` adds).
 
-Fields: frontend (FrontendSpec dict); model {embedding_dim, z_dim, ca_dim, image_sizes, encoder_arch,
-generator_arch, encoder_config, generator_config, parameters}; dataset {name, vocabulary, ...};
+Fields: frontend (FrontendSpec dict); model {embedding_dim, z_dim, ca_dim, image_sizes, encoder_input
+("logmel", or "waveform" when the front end is in the encoder graph), encoder_arch, generator_arch,
+encoder_config, generator_config, parameters}; dataset {name, vocabulary, ...};
 training {encoder, generator (each checkpoint's summary), eval (the run's eval.json when small)};
 export {opset, exporter, torch, onnx, onnxruntime versions, io names, source_run}.
 """
@@ -12,7 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from s2i_runtime.bundle import ENCODER_INPUTS, ENCODER_OUTPUTS, GENERATOR_INPUTS, GENERATOR_OUTPUTS
+from s2i_runtime.bundle import (
+    ENCODER_OUTPUTS,
+    GENERATOR_INPUTS,
+    GENERATOR_OUTPUTS,
+    LOGMEL_INPUT,
+    encoder_input_names,
+)
 from s2i_runtime.frontend import FrontendSpec
 
 MAX_EVAL_BYTES = 64 * 1024  # eval.json goes into s2i.json only when it is a summary, not a dump
@@ -61,6 +68,7 @@ def training_section(run_dir: Path, encoder_meta: dict[str, Any], generator_meta
 def build_manifest(
     *,
     spec: FrontendSpec,
+    encoder_input: str = LOGMEL_INPUT,
     encoder_meta: dict[str, Any],
     generator_meta: dict[str, Any],
     image_sizes: tuple[int, ...],
@@ -84,6 +92,7 @@ def build_manifest(
             "z_dim": int(gen_cfg["z_dim"]),
             "ca_dim": int(gen_cfg["ca_dim"]),
             "image_sizes": list(image_sizes),
+            "encoder_input": encoder_input,
             "encoder_arch": encoder_meta["arch"],
             "generator_arch": generator_meta["arch"],
             "encoder_config": enc_cfg,
@@ -97,7 +106,7 @@ def build_manifest(
         "training": training_section(run_dir, encoder_meta, generator_meta),
         "export": {
             **export_info,
-            "inputs": {"encoder": list(ENCODER_INPUTS), "generator": list(GENERATOR_INPUTS)},
+            "inputs": {"encoder": list(encoder_input_names(encoder_input)), "generator": list(GENERATOR_INPUTS)},
             "outputs": {"encoder": list(ENCODER_OUTPUTS), "generator": list(GENERATOR_OUTPUTS)},
         },
     }

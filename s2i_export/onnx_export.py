@@ -26,6 +26,10 @@ from s2i_runtime.bundle import (
     GENERATOR_FILE,
     GENERATOR_INPUTS,
     GENERATOR_OUTPUTS,
+    LOGMEL_INPUT,
+    WAVEFORM_ENCODER_INPUTS,
+    WAVEFORM_INPUT,
+    encoder_input_names,
     write_manifest,
 )
 from s2i_runtime.errors import InputError
@@ -70,6 +74,44 @@ def export_encoder(encoder: Any, path: Path, spec: FrontendSpec, opset: int = OP
     lengths = torch.tensor([frames, frames - 40], dtype=torch.int64)
     axes, _ = _dynamic_axes()
     _export(encoder.eval(), (mel, lengths), path, ENCODER_INPUTS, ENCODER_OUTPUTS, axes, opset)
+
+
+def _trace_waveforms(spec: FrontendSpec) -> tuple[Any, Any]:
+    """A padded batch of two clips, the second shorter by a part of a hop too, for tracing."""
+    import torch
+
+    samples = (max(_TRACE_FRAMES, spec.min_frames) - 1) * spec.hop_length
+    waveform = torch.randn(_TRACE_BATCH, samples, generator=torch.Generator().manual_seed(0)) * 0.1
+    return waveform, torch.tensor([samples, samples - 40 * spec.hop_length - 7], dtype=torch.int64)
+
+
+def export_waveform_encoder(encoder: Any, path: Path, spec: FrontendSpec, opset: int = OPSET) -> None:
+    """The front end and the encoder as one graph: waveform (B, N), num_samples (B,) -> embedding (B, D)."""
+    from .frontend_graph import WaveformEncoder
+
+    waveform, num_samples = _trace_waveforms(spec)
+    signal, lengths = WAVEFORM_ENCODER_INPUTS
+    (embedding,) = ENCODER_OUTPUTS
+    axes = {signal: {0: "batch", 1: "samples"}, lengths: {0: "batch"}, embedding: {0: "batch"}}
+    module = WaveformEncoder(encoder.eval(), spec).eval()
+    _export(module, (waveform, num_samples), path, WAVEFORM_ENCODER_INPUTS, ENCODER_OUTPUTS, axes, opset)
+
+
+# The front end alone as a graph: what the tests and benchmarks hold against s2i_runtime.frontend.
+FRONTEND_OUTPUTS = ("features", "frame_lengths")
+
+
+def export_frontend(path: Path, spec: FrontendSpec, opset: int = OPSET) -> None:
+    """waveform (B, N), num_samples (B,) -> features (B, n_mels, T), frame_lengths (B,): no bundle uses it."""
+    from .frontend_graph import LogMelGraph
+
+    waveform, num_samples = _trace_waveforms(spec)
+    signal, lengths = WAVEFORM_ENCODER_INPUTS
+    features, frame_lengths = FRONTEND_OUTPUTS
+    axes = {signal: {0: "batch", 1: "samples"}, lengths: {0: "batch"}, features: {0: "batch", 2: "frames"},
+            frame_lengths: {0: "batch"}}
+    _export(LogMelGraph(spec).eval(), (waveform, num_samples), path, WAVEFORM_ENCODER_INPUTS, FRONTEND_OUTPUTS,
+            axes, opset)
 
 
 def export_generator(generator: Any, path: Path, opset: int = OPSET) -> None:
@@ -124,6 +166,7 @@ def export_bundle(
     opset: int = OPSET,
     dataset_meta: dict[str, Any] | None = None,
     include_checkpoint: bool = False,
+    frontend_in_graph: bool = False,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> Path:
     """Export the run's speech encoder and (EMA) generator into a bundle at `out_dir`; returns its path.
@@ -131,6 +174,8 @@ def export_bundle(
     The bundle is built in a temporary directory beside `out_dir` and renamed into place, replacing an
     existing bundle only once the new one is complete. `include_checkpoint` also copies the safetensors
     weights into `checkpoint/` (lets `verify` run without the run directory; doubles the size).
+    `frontend_in_graph` exports the log-Mel front end inside the encoder graph (`frontend_graph.py`): the
+    encoder then reads waveforms, and s2i.json says so (`model.encoder_input` "waveform").
     """
     from s2i_train.checkpoint import ENCODER, GENERATOR, has_module, load_generator, load_speech_encoder, read_meta
 
@@ -150,10 +195,15 @@ def export_bundle(
     progress("loading checkpoints")
     encoder, generator = load_speech_encoder(run_dir), load_generator(run_dir)
 
+    encoder_input = WAVEFORM_INPUT if frontend_in_graph else LOGMEL_INPUT
     with staged_dir(out_dir) as staging:
-        progress("exporting the speech encoder")
-        export_encoder(encoder, staging / ENCODER_FILE, spec, opset)
-        check_graph(staging / ENCODER_FILE, ENCODER_INPUTS, ENCODER_OUTPUTS)
+        if frontend_in_graph:
+            progress("exporting the front end and the speech encoder as one graph")
+            export_waveform_encoder(encoder, staging / ENCODER_FILE, spec, opset)
+        else:
+            progress("exporting the speech encoder")
+            export_encoder(encoder, staging / ENCODER_FILE, spec, opset)
+        check_graph(staging / ENCODER_FILE, encoder_input_names(encoder_input), ENCODER_OUTPUTS)
         progress("exporting the generator")
         export_generator(generator, staging / GENERATOR_FILE, opset)
         check_graph(staging / GENERATOR_FILE, GENERATOR_INPUTS, GENERATOR_OUTPUTS)
@@ -164,6 +214,7 @@ def export_bundle(
                     shutil.copyfile(run_dir / f"{name}{suffix}", staging / CHECKPOINT_DIR / f"{name}{suffix}")
         manifest = build_manifest(
             spec=spec,
+            encoder_input=encoder_input,
             encoder_meta=encoder_meta,
             generator_meta=generator_meta,
             image_sizes=tuple(generator.config.image_sizes),

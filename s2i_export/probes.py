@@ -52,6 +52,54 @@ def synthetic_features(batch: int, frames: int, spec: FrontendSpec, seed: int = 
     return FeatureBatch(f"synthetic B={batch} T={frames}", mel, lengths)
 
 
+@dataclasses.dataclass(frozen=True)
+class WaveBatch:
+    """One input of an encoder that holds the front end: clips zero-padded into waveform (B, N) float32,
+    with num_samples (B,) int64."""
+
+    label: str
+    waveform: np.ndarray
+    num_samples: np.ndarray
+
+    @property
+    def batch(self) -> int:
+        return int(self.waveform.shape[0])
+
+    def clips(self) -> list[np.ndarray]:
+        return [row[: int(n)] for row, n in zip(self.waveform, self.num_samples, strict=True)]
+
+    def features(self, spec: FrontendSpec) -> FeatureBatch:
+        """The same clips through the numpy front end: what the graph's own front end must reproduce."""
+        mel, lengths = logmel_batch(self.clips(), spec)
+        return FeatureBatch(self.label, mel.astype(np.float32), lengths.astype(np.int64))
+
+
+def wave_batch(label: str, clips: Sequence[np.ndarray]) -> WaveBatch:
+    num_samples = np.array([c.size for c in clips], dtype=np.int64)
+    waveform = np.zeros((len(clips), int(num_samples.max())), dtype=np.float32)
+    for row, clip in zip(waveform, clips, strict=True):
+        row[: clip.size] = clip
+    return WaveBatch(label, waveform, num_samples)
+
+
+def synthetic_waveforms(batch: int, frames: int, spec: FrontendSpec, seed: int = 0) -> WaveBatch:
+    """Clips of `frames` frames down to about half of it (as `batch_lengths`), each a few gliding tones in
+    noise under a syllable-like envelope, at gains from -60 to 0 dBFS (the dB reference must follow each)."""
+    if frames < 1:
+        raise InputError(f"{frames} frames: at least one is needed")
+    rng = np.random.default_rng([seed, batch, frames, 1])
+    clips = []
+    for row, length in enumerate(batch_lengths(batch, frames, spec)):
+        samples = max(1, (int(length) - 1) * spec.hop_length + int(rng.integers(spec.hop_length)))
+        t = np.arange(samples) / spec.sample_rate
+        tones = sum(np.sin(2 * np.pi * (f0 + 300.0 * t) * t) for f0 in rng.uniform(100.0, 3000.0, size=3))
+        envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, np.pi))
+        gain = 10.0 ** (-3.0 * row / max(1, batch - 1))
+        clip = gain * (envelope * tones / 3.0 + 0.05 * rng.standard_normal(samples))
+        clips.append(clip.astype(np.float32))
+    return wave_batch(f"synthetic waveforms B={batch} T={frames}", clips)
+
+
 def find_audio(paths: Iterable[str | Path], limit: int) -> list[Path]:
     """Audio files among `paths` (files, or directories searched recursively): at most `limit`, spread
     evenly over the sorted list so a dataset contributes several classes, not the first folder's files."""
@@ -78,6 +126,16 @@ def real_features(paths: Sequence[Path], spec: FrontendSpec) -> FeatureBatch | N
     waves = [load_audio(p, max_seconds=None)[: (spec.max_frames - 1) * spec.hop_length] for p in paths]
     mel, lengths = logmel_batch(waves, spec)
     return FeatureBatch(f"real utterances x{len(paths)}", mel.astype(np.float32), lengths.astype(np.int64))
+
+
+def real_waveforms(paths: Sequence[Path], spec: FrontendSpec) -> WaveBatch | None:
+    """Real utterances as one padded waveform batch (None when there are none), cut like `real_features`."""
+    if not paths:
+        return None
+    from s2i_runtime.audio import load_audio
+
+    clips = [load_audio(p, max_seconds=None)[: (spec.max_frames - 1) * spec.hop_length] for p in paths]
+    return wave_batch(f"real utterances x{len(paths)} (waveforms)", clips)
 
 
 def default_real_sources() -> list[Path]:

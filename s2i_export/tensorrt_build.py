@@ -73,6 +73,8 @@ from s2i_runtime.errors import BackendUnavailable, BundleError, InputError, S2IE
 from s2i_runtime.frontend import FrontendSpec
 from s2i_runtime.fsutil import atomic_write_bytes, atomic_write_text
 
+from .encoder_input import require_logmel_encoder
+
 MIN_TRT_MAJOR = 10
 ENGINES_DIR = "engines"
 ENGINES_JSON = "engines.json"
@@ -435,6 +437,7 @@ def build_engines(
     """Build the encoder and generator engines into the bundle; returns the engines.json record."""
     request.validate()
     bundle = load_bundle(bundle_path)
+    require_logmel_encoder(bundle, "build-engine")
     profiles = engine_profiles(bundle, request)
     trt, gpu = check_prerequisites(importer, gpu_probe)
     trt_version = str(trt.__version__)

@@ -35,6 +35,7 @@ from s2i_runtime.errors import BundleError, InputError
 from s2i_runtime.fsutil import atomic_write_text
 
 from .dirs import staged_dir
+from .encoder_input import require_logmel_encoder
 
 ENCODER_MODEL = "s2i_encoder"
 GENERATOR_MODEL = "s2i_generator"
@@ -278,6 +279,7 @@ def write_triton_repository(
         raise InputError(f"{out_dir} exists and is not empty (pass --overwrite to replace it)")
 
     bundle = load_bundle(bundle_path)
+    require_logmel_encoder(bundle, "triton")
     engines: list[dict[str, Any]] = []
     if backend == "onnxruntime":
         files = onnx_model_files(bundle, fp16)

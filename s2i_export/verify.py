@@ -2,8 +2,10 @@
 
 Cases: the encoder for every batch size in {1, 3, 8} x length in {64, 500, 3000} frames (synthetic
 features, each batch with rows of different valid lengths), plus real utterances when any are given or
-shipped; the generator for every batch size and the real utterances, fed with PyTorch's embeddings and
-the runtime's own noise. A case passes when the max abs difference is <= 1e-4 (fp32).
+shipped. An encoder that holds the front end (`model.encoder_input` "waveform") gets synthetic and real
+waveforms instead, and is compared with the numpy front end followed by the PyTorch encoder. The
+generator for every batch size and the real utterances, fed with PyTorch's embeddings and the runtime's
+own noise. A case passes when the max abs difference is <= 1e-4 (fp32).
 
 The PyTorch side needs the weights the bundle was exported from: `--run RUN`, else the bundle's
 `checkpoint/` (export with --include-checkpoint), else the run directory recorded at export. Their sha256
@@ -19,10 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from s2i_runtime.bundle import ENCODER_FILE, ENCODER_INPUTS, GENERATOR_FILE, GENERATOR_INPUTS, Bundle, load_bundle
+from s2i_runtime.bundle import ENCODER_FILE, GENERATOR_FILE, GENERATOR_INPUTS, WAVEFORM_INPUT, Bundle, load_bundle
 from s2i_runtime.errors import BundleError
 
-from .probes import FeatureBatch, noise_for, ort_session, real_features, synthetic_features
+from .probes import (
+    FeatureBatch,
+    WaveBatch,
+    noise_for,
+    ort_session,
+    real_features,
+    real_waveforms,
+    synthetic_features,
+    synthetic_waveforms,
+)
 
 BATCH_SIZES = (1, 3, 8)
 FRAME_LENGTHS = (64, 500, 3000)
@@ -103,10 +114,12 @@ def torch_weights_dir(bundle: Bundle, run_dir: str | Path | None) -> Path:
     )
 
 
-def encoder_batches(bundle: Bundle, batch_sizes: Sequence[int], frame_lengths: Sequence[int]) -> list[FeatureBatch]:
+def encoder_batches(bundle: Bundle, batch_sizes: Sequence[int],
+                    frame_lengths: Sequence[int]) -> list[FeatureBatch | WaveBatch]:
     spec = bundle.frontend
     lengths = sorted({min(max(t, spec.min_frames), spec.max_frames) for t in frame_lengths})
-    return [synthetic_features(b, t, spec, seed=1) for b in batch_sizes for t in lengths]
+    make = synthetic_waveforms if bundle.encoder_input == WAVEFORM_INPUT else synthetic_features
+    return [make(b, t, spec, seed=1) for b in batch_sizes for t in lengths]
 
 
 def verify_bundle(
@@ -131,18 +144,25 @@ def verify_bundle(
     generator = ExportableGenerator(load_generator(weights)).eval()
     enc_session = ort_session(bundle.file(ENCODER_FILE), threads)
     gen_session = ort_session(bundle.file(GENERATOR_FILE), threads)
-    mel_name, len_name = ENCODER_INPUTS
+    signal_name, len_name = bundle.encoder_inputs
     emb_name, z_name, eps_name = GENERATOR_INPUTS
     dims = bundle.dims
 
-    real = real_features(list(real_audio), bundle.frontend)
+    real_of = real_waveforms if bundle.encoder_input == WAVEFORM_INPUT else real_features
+    real = real_of(list(real_audio), bundle.frontend)
     report = VerifyReport(str(bundle.path), str(weights), tolerance, 0 if real is None else real.batch)
 
-    def run_encoder(batch: FeatureBatch) -> np.ndarray:
-        progress(f"encoder: {batch.label}")
+    def run_encoder(probe: FeatureBatch | WaveBatch) -> np.ndarray:
+        progress(f"encoder: {probe.label}")
+        # The reference: PyTorch's encoder on the numpy front end's features.
+        batch = probe.features(bundle.frontend) if isinstance(probe, WaveBatch) else probe
         with torch.inference_mode():
             expected = encoder(torch.from_numpy(batch.mel), torch.from_numpy(batch.lengths)).numpy()
-        got = enc_session.run(None, {mel_name: batch.mel, len_name: batch.lengths})[0]
+        if isinstance(probe, WaveBatch):
+            feed = {signal_name: probe.waveform, len_name: probe.num_samples}
+        else:
+            feed = {signal_name: batch.mel, len_name: batch.lengths}
+        got = enc_session.run(None, feed)[0]
         report.cases.append(VerifyCase("encoder", batch.label, batch.batch, batch.frames, _max_abs(expected, got),
                                        tolerance))
         return expected

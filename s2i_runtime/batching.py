@@ -63,6 +63,15 @@ def pad_features(features: Sequence[np.ndarray], width: int, pad_value: float) -
     return mel, lengths
 
 
+def pad_waveforms(waves: Sequence[np.ndarray], min_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stack 1-D clips into (B, max(min_samples, longest)) float32 padded with zeros, plus their lengths."""
+    lengths = np.array([w.size for w in waves], dtype=np.int64)
+    batch = np.zeros((len(waves), max(int(min_samples), int(lengths.max()))), dtype=np.float32)
+    for row, wave in zip(batch, waves, strict=True):
+        row[: wave.size] = wave
+    return batch, lengths
+
+
 T = TypeVar("T")
 R = TypeVar("R")
 

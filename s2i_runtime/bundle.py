@@ -34,9 +34,16 @@ GENERATOR_FP16_FILE = "generator.fp16.onnx"
 
 # Graph I/O names: stable, relied on by the runtime, TensorRT profiles and Triton configs.
 ENCODER_INPUTS = ("mel", "lengths")
+# An encoder with the front end inside its graph (`s2i-export onnx --frontend-in-graph`) reads the padded
+# samples (B, N) float32 and each clip's length in samples (B,) int64.
+WAVEFORM_ENCODER_INPUTS = ("waveform", "num_samples")
 ENCODER_OUTPUTS = ("embedding",)
 GENERATOR_INPUTS = ("embedding", "z", "eps")
 GENERATOR_OUTPUTS = ("image",)
+
+# What the encoder graph reads (s2i.json `model.encoder_input`; bundles without it read log-Mel features).
+LOGMEL_INPUT, WAVEFORM_INPUT = "logmel", "waveform"
+ENCODER_INPUT_KINDS = (LOGMEL_INPUT, WAVEFORM_INPUT)
 
 # Files that never belong to the hashed contents.
 _UNHASHED = {MANIFEST}
@@ -65,6 +72,16 @@ class Bundle:
         return self.path / name
 
     @property
+    def encoder_input(self) -> str:
+        """"logmel" (the runtime computes features) or "waveform" (the front end is in the encoder graph)."""
+        return self.manifest.get("model", {}).get("encoder_input", LOGMEL_INPUT)
+
+    @property
+    def encoder_inputs(self) -> tuple[str, str]:
+        """The encoder graph's input names, in order."""
+        return encoder_input_names(self.encoder_input)
+
+    @property
     def dataset(self) -> dict[str, Any]:
         return self.manifest.get("dataset", {})
 
@@ -75,6 +92,10 @@ class Bundle:
     @property
     def fp16(self) -> dict[str, Any] | None:
         return self.manifest.get("fp16")
+
+
+def encoder_input_names(kind: str) -> tuple[str, str]:
+    return WAVEFORM_ENCODER_INPUTS if kind == WAVEFORM_INPUT else ENCODER_INPUTS
 
 
 def sha256_file(path: Path) -> str:

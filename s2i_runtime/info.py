@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .bundle import default_bundle_path, load_bundle
+from .bundle import WAVEFORM_INPUT, default_bundle_path, load_bundle
 from .errors import BackendUnavailable, S2IError
 
 
@@ -26,7 +26,8 @@ def bundle_info(path: str | os.PathLike | None) -> dict[str, Any]:
         | {"image_sizes": list(bundle.dims.image_sizes)},
         dataset={"name": dataset.get("name"), **vocabulary_size(dataset.get("vocabulary"))},
         frontend={"sample_rate": bundle.frontend.sample_rate, "n_mels": bundle.frontend.n_mels,
-                  "max_frames": bundle.frontend.max_frames},
+                  "max_frames": bundle.frontend.max_frames, "encoder_input": bundle.encoder_input,
+                  "in_graph": bundle.encoder_input == WAVEFORM_INPUT},
         fp16=bundle.fp16 is not None,
         engines=[
             {k: e.get(k) for k in ("dir", "gpu", "compute_capability", "trt_version", "precision", "max_batch",
@@ -136,6 +137,10 @@ def render_text(info: dict[str, Any]) -> str:
         )
         sizes = ", ".join(f"{n} {unit if n != 1 else unit[:-1]}" for unit, n in b["dataset"].items() if unit != "name")
         lines.append(f"  dataset: {b['dataset']['name']}" + (f" ({sizes})" if sizes else ""))
+        if b["frontend"]["in_graph"]:
+            lines.append("  front end: in the encoder graph (the encoder reads waveforms)")
+        else:
+            lines.append("  front end: in the runtime, before the encoder (the encoder reads log-Mel features)")
         lines.append(f"  fp16 graphs: {'yes' if b['fp16'] else 'no'}; TensorRT engines: {len(b['engines'])}")
         for e in b["engines"]:
             lines.append(

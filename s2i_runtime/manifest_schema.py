@@ -137,6 +137,8 @@ def _validate_frontend(check: _Checker, spec: dict[str, Any]) -> None:
 
 
 def _validate_model(check: _Checker, model: dict[str, Any]) -> None:
+    from .bundle import ENCODER_INPUT_KINDS
+
     for name in ("embedding_dim", "z_dim", "ca_dim"):
         check.integer(model, f"model.{name}", 1, MAX_DIM)
     sizes = model.get("image_sizes")
@@ -144,6 +146,10 @@ def _validate_model(check: _Checker, model: dict[str, Any]) -> None:
         check.fail("model.image_sizes", "must be a list of 1 to 16 image sizes", sizes)
     for i in range(len(sizes)):
         check.integer(sizes, f"model.image_sizes[{i}]", 1, MAX_IMAGE_SIZE, key=i)
+    # Absent in bundles written before the front end could be exported into the graph: those read log-Mel.
+    if "encoder_input" in model and model["encoder_input"] not in ENCODER_INPUT_KINDS:
+        check.fail("model.encoder_input", f"must be one of {', '.join(map(repr, ENCODER_INPUT_KINDS))}",
+                   model["encoder_input"])
 
 
 def _validate_files(check: _Checker, files: dict[str, Any]) -> None:

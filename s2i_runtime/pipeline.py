@@ -4,10 +4,12 @@
     images = pipe.generate(["a.wav"], seed=0)   # [[PIL.Image]] per input
 
 Stages: audio -> log-Mel (numpy, in the caller's thread) -> length buckets -> encoder -> generator ->
-PIL. Noise is drawn with numpy per (seed, input position, image index), see `noise.py`, so batching never
-changes what is drawn; the models' float arithmetic may still differ by batch shape, which moves a pixel by
-at most one level (docs/runtime-limits.md). Safe to call from several threads; with `max_wait_ms` set,
-concurrent calls are merged into shared batches by a dynamic batcher.
+PIL. A bundle whose encoder holds the front end (`model.encoder_input` "waveform") skips the log-Mel stage:
+its batches are the samples themselves (`encoder_feed.py`). Noise is drawn with numpy per (seed, input
+position, image index), see `noise.py`, so batching never changes what is drawn; the models' float
+arithmetic may still differ by batch shape, which moves a pixel by at most one level
+(docs/runtime-limits.md). Safe to call from several threads; with `max_wait_ms` set, concurrent calls are
+merged into shared batches by a dynamic batcher.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import numpy as np
 from PIL import Image
 
 from .backends.base import Backend, open_backend
-from .batching import DynamicBatcher, pad_features, plan_batches
+from .batching import DynamicBatcher, plan_batches
 from .bundle import Bundle, load_bundle
+from .encoder_feed import encoder_feed
 from .errors import InputError, InternalError, PipelineClosed, S2IError
 from .images import NonFiniteOutput, check_finite, to_pil
 from .interpolate import interpolate
@@ -86,9 +89,10 @@ class _Fanout:
 
 @dataclasses.dataclass
 class _Work:
-    """One input ready for the models: its features and the noise of each image."""
+    """One input ready for the models: what the encoder reads of it and the noise of each image."""
 
-    features: np.ndarray  # (n_mels, frames)
+    features: np.ndarray  # log-Mel (n_mels, frames), or the samples (N,) for an in-graph front end
+    frames: int
     z: np.ndarray  # (K, z_dim)
     eps: np.ndarray  # (K, ca_dim)
     label: str
@@ -121,6 +125,7 @@ class Pipeline:
         self.bundle = bundle
         self.backend = backend
         self.batch_size = batch_size
+        self._feed = encoder_feed(bundle)
         self._batcher: DynamicBatcher | None = None
         self._closed = False
         if max_wait_ms is not None:
@@ -198,7 +203,7 @@ class Pipeline:
                 continue
             label = labels[index]
             z, eps = noise_block(seed, start_index + index, int(num_images), dims.z_dim, dims.ca_dim)
-            work[index] = _Work(features, z, eps, label, timer)
+            work[index] = _Work(features, self._feed.frames(features), z, eps, label, timer)
         if work:
             order = list(work)
             items = [work[i] for i in order]
@@ -228,7 +233,8 @@ class Pipeline:
 
     def features(self, source: AudioInput, label: str, timer: StageTimer | None = None,
                  sample_rate: int | None = None) -> np.ndarray:
-        """Load one input and compute its log-Mel features (n_mels, frames); InputError if unusable.
+        """Load one input and make what the encoder reads of it: log-Mel features (n_mels, frames), or the
+        samples (N,) float32 when the bundle's encoder holds the front end; InputError if unusable.
 
         Audio shorter than one hop gives a single frame: too short to be speech, refused."""
         from .audio import load_audio  # soxr and friends only when audio is actually read
@@ -241,13 +247,14 @@ class Pipeline:
             audio = load_audio(source, sample_rate, max_seconds=max_seconds, min_samples=spec.hop_length,
                                target_rate=spec.sample_rate, name=label)
         with _measure(timer, "front_end"):
-            features = self.backend.logmel(audio, spec)
-        if features.shape[1] > spec.max_frames:
+            features = self._feed.prepare(audio, self.backend)
+        frames = self._feed.frames(features)
+        if frames > spec.max_frames:
             raise InputError(
                 f"{label}: audio is {seconds_text(audio.size / spec.sample_rate)} long; the model takes at most "
                 f"{spec.max_frames} frames (less than {seconds_text(max_seconds)})"
             )
-        self.backend.check_frames(features.shape[1], label)
+        self.backend.check_frames(frames, label)
         return features
 
     def embed(self, inputs: Sequence[AudioInput] | AudioInput, *, sample_rate: int | None = None) -> np.ndarray:
@@ -257,9 +264,10 @@ class Pipeline:
         inputs = as_input_list(inputs)
         feats = [self.features(s, input_label(s, i), sample_rate=sample_rate) for i, s in enumerate(inputs)]
         out = np.empty((len(feats), self.bundle.dims.embedding_dim), dtype=np.float32)
-        for batch in plan_batches([f.shape[1] for f in feats], self.batch_size, spec.min_frames, self._max_width()):
-            mel, lengths = pad_features([feats[i] for i in batch.indices], batch.width, spec.pad_value)
-            out[list(batch.indices)] = self.backend.encode(mel, lengths)
+        frames = [self._feed.frames(f) for f in feats]
+        for batch in plan_batches(frames, self.batch_size, spec.min_frames, self._max_width()):
+            signal, lengths = self._feed.batch([feats[i] for i in batch.indices], batch.width)
+            out[list(batch.indices)] = self.backend.encode(signal, lengths)
         return out
 
     def render(self, embeddings: np.ndarray, z: np.ndarray, eps: np.ndarray) -> np.ndarray:
@@ -294,6 +302,8 @@ class Pipeline:
         return {
             "bundle": str(Path(self.bundle.path).resolve()),
             **self.backend.describe(),
+            "encoder_input": self._feed.kind,
+            "frontend": self._feed.frontend,
             "batch_size": self.batch_size,
             "dynamic_batching": self._batcher is not None,
         }
@@ -327,16 +337,15 @@ class Pipeline:
     def _run_batch(self, items: list[_Work]) -> list[np.ndarray | S2IError]:
         spec = self.bundle.frontend
         results: list[Any] = [None] * len(items)
-        for batch in plan_batches([w.features.shape[1] for w in items], self.batch_size,
-                                  spec.min_frames, self._max_width()):
+        for batch in plan_batches([w.frames for w in items], self.batch_size, spec.min_frames, self._max_width()):
             chosen = [items[i] for i in batch.indices]
-            mel, lengths = pad_features([w.features for w in chosen], batch.width, spec.pad_value)
+            signal, lengths = self._feed.batch([w.features for w in chosen], batch.width)
             counts = np.array([w.z.shape[0] for w in chosen], dtype=np.int64)
             z = np.concatenate([w.z for w in chosen])
             eps = np.concatenate([w.eps for w in chosen])
             timers = {id(w.timer): w.timer for w in chosen if w.timer is not None}
             images = self.backend.encode_generate(
-                mel, lengths, z, eps, counts, self.batch_size, _Fanout(list(timers.values()))
+                signal, lengths, z, eps, counts, self.batch_size, _Fanout(list(timers.values()))
             )
             starts = np.concatenate([[0], np.cumsum(counts)])
             for slot, work, start, stop in zip(batch.indices, chosen, starts[:-1], starts[1:], strict=True):

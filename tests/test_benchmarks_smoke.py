@@ -82,8 +82,15 @@ def test_whole_suite_on_tiny_sizes(tiny_model, tmp_path, restore_threads):
     assert targets["end to end, batch 32: throughput >= 1.5x eager"]["met"] is None  # batch 32 not run here
     spread = targets["end to end, batch 1: runtime >= 2x PyTorch eager (latency)"]["spread"]
     assert spread["min"] <= spread["median"] <= spread["max"]
+    in_graph = results["frontend_in_graph"]
+    assert set(in_graph["batches"]) == {"1", "4"}
+    for block in in_graph["batches"].values():
+        assert block["max_embedding_difference"] <= 1e-4  # the same model either way
+        ratio = block["in_graph_over_default"]
+        assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
     text = (folder / "results.md").read_text()
-    for heading in ("## Targets", "## Front end", "## End to end", "## Cold start", "## GPU", "## INT8"):
+    for heading in ("## Targets", "## Front end", "## End to end", "## Cold start", "## GPU", "## INT8",
+                    "## Front end in the encoder graph"):
         assert heading in text
     assert (folder / "e2e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import ENCODER_INPUTS, ENCODER_OUTPUTS, GENERATOR_INPUTS, GENERATOR_OUTPUTS, Bundle
+from ..bundle import ENCODER_OUTPUTS, GENERATOR_INPUTS, GENERATOR_OUTPUTS, WAVEFORM_INPUT, Bundle
 from ..errors import BackendUnavailable, BundleError, InputError
 from ..frontend import FrontendSpec, logmel
 
@@ -30,13 +30,15 @@ def expected_signature(bundle: Bundle) -> dict[str, tuple[list[TensorSpec], list
     d = bundle.dims
     n_mels = bundle.frontend.n_mels
     size = d.image_size
-    mel, lengths = ENCODER_INPUTS
+    signal, lengths = bundle.encoder_inputs
+    # Log-Mel features (B, n_mels, T), or samples (B, N) when the front end is inside the graph.
+    signal_shape = (DYNAMIC, DYNAMIC) if bundle.encoder_input == WAVEFORM_INPUT else (DYNAMIC, n_mels, DYNAMIC)
     (embedding_out,) = ENCODER_OUTPUTS
     emb_in, z, eps = GENERATOR_INPUTS
     (image,) = GENERATOR_OUTPUTS
     return {
         "encoder": (
-            [TensorSpec(mel, "float32", (DYNAMIC, n_mels, DYNAMIC)), TensorSpec(lengths, "int64", (DYNAMIC,))],
+            [TensorSpec(signal, "float32", signal_shape), TensorSpec(lengths, "int64", (DYNAMIC,))],
             [TensorSpec(embedding_out, "float32", (DYNAMIC, d.embedding_dim))],
         ),
         "generator": (
@@ -105,7 +107,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def encode(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """mel (B, n_mels, T) float32, lengths (B,) int64 -> embedding (B, D) float32 on the host."""
+        """mel (B, n_mels, T) float32, lengths (B,) int64 frames -> embedding (B, D) float32 on the host.
+
+        For a bundle whose encoder holds the front end: waveform (B, N) float32, lengths (B,) int64 samples."""
 
     @abc.abstractmethod
     def generate(self, embedding: np.ndarray, z: np.ndarray, eps: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ import numpy as np
 from ..bundle import (
     ENCODER_FILE,
     ENCODER_FP16_FILE,
-    ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     GENERATOR_FILE,
     GENERATOR_FP16_FILE,
@@ -123,8 +122,8 @@ class OnnxRuntimeBackend(Backend):
         return {name: np.ascontiguousarray(a, dtype=types[name]) for name, a in arrays.items()}
 
     def encode(self, mel: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        mel_name, lengths_name = ENCODER_INPUTS
-        feed = self._feed("encoder", {mel_name: mel, lengths_name: lengths})
+        signal_name, lengths_name = self.bundle.encoder_inputs
+        feed = self._feed("encoder", {signal_name: mel, lengths_name: lengths})
         (embedding,) = self.encoder.run(list(ENCODER_OUTPUTS), feed)
         return np.asarray(embedding, dtype=np.float32)
 

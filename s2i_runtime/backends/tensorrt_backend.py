@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import ENCODER_INPUTS, ENCODER_OUTPUTS, GENERATOR_INPUTS, GENERATOR_OUTPUTS, Bundle
+from ..bundle import ENCODER_INPUTS, ENCODER_OUTPUTS, GENERATOR_INPUTS, GENERATOR_OUTPUTS, LOGMEL_INPUT, Bundle
 from ..errors import BackendUnavailable, BundleError, InputError
 from .base import Backend, _stage, check_tensors, expected_signature
 
@@ -265,6 +265,12 @@ class TensorRTBackend(Backend):
         self.notes = []
         self.bundle = bundle
         self._plans = None
+        if bundle.encoder_input != LOGMEL_INPUT:
+            # Its engine profiles and buffers are shaped for log-Mel input; samples would need their own.
+            raise BackendUnavailable(
+                f"{bundle.path}: its encoder holds the front end (reads waveforms); the TensorRT backend runs "
+                "log-Mel bundles only (export without --frontend-in-graph, or use onnxruntime)"
+            )
         if not bundle.engines:
             raise BackendUnavailable(
                 f"{bundle.path}: the bundle has no TensorRT engines; build one with "
