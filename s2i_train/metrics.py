@@ -3,6 +3,8 @@ Inception-style score, pairwise diversity. Used by `s2i_train.eval` with the jud
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -48,7 +50,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a = np.cov(a, rowvar=False)
     cov_b = np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(cov_a @ cov_b)
+    with warnings.catch_warnings():
+        # A singular product (fewer samples than feature dimensions) is handled just below, so scipy's warning
+        # about it would only alarm.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(covmean).all():
         # Near-singular product: regularise both covariances slightly, as the reference FID code does.
         eye = np.eye(len(cov_a)) * 1e-6
