@@ -70,11 +70,13 @@ def condition_table(
         embeddings = torch.cat([embed(waves[start : start + batch_size])
                                 for start in range(0, len(waves), batch_size)])
         cell: dict[str, Any] = {"captions": len(rows)}
+        voices = [records[row].get("voice", "") for row in rows.tolist()]
         if probe is not None:
-            cell["probe"] = {attr: float((probs.argmax(1) == attributes[rows, ATTRIBUTES.index(attr)])
-                                         .float().mean()) for attr, probs in probe(embeddings).items()}
+            hits = {attr: probs.argmax(1) == attributes[rows, ATTRIBUTES.index(attr)]
+                    for attr, probs in probe(embeddings).items()}
+            cell["probe"] = {attr: float(h.float().mean()) for attr, h in hits.items()}
+            cell["probe_by_voice"] = split_by_voice(hits, voices)
         if draw is not None:
-            voices = [records[row].get("voice", "") for row in rows.tolist()]
             cell.update(read_cell(embeddings, attributes[rows], draw, z_dim, ca_dim, read,
                                   images_per_caption, seed, batch_size, voices=voices))
         table.setdefault(group, {})[name] = cell
@@ -129,20 +131,23 @@ def read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, 
     if "silhouette_shape" in cell and "shape" in cell:
         cell["shape_judges_disagree"] = abs(cell["shape"] - cell["silhouette_shape"]) > JUDGE_DISAGREEMENT
     if voices is not None:
-        per_image = np.repeat(np.array(voices), k)
-        cell["by_voice"] = {
-            voice: {"captions": voices.count(voice),
-                    **{a: float(torch.cat(hits[a])[torch.from_numpy(per_image == voice)].float().mean())
-                       for a in ("colour", "shape", "size") if a in hits}}
-            for voice in sorted(set(voices))}
+        cell["by_voice"] = split_by_voice({a: torch.cat(hits[a]) for a in ("colour", "shape", "size") if a in hits},
+                                          voices, k)
     return cell
+
+
+def split_by_voice(hits: dict[str, torch.Tensor], voices: list[str], per_row: int = 1) -> dict[str, dict]:
+    """{voice: {captions, attribute: share right}} from per-reading hits, `per_row` readings per caption row."""
+    per_reading = np.repeat(np.array(voices), per_row)
+    return {voice: {"captions": voices.count(voice),
+                    **{a: float(h[torch.from_numpy(per_reading == voice)].float().mean()) for a, h in hits.items()}}
+            for voice in sorted(set(voices))}
 
 
 def table_lines(table: dict[str, Any]) -> list[str]:
     """The table as text: per voice group a row of judge colour / shape / size (silhouette shape) per condition,
     a row of what the linear probe reads from the embeddings, and an indented row of the judge per voice."""
-    voices = {group: sorted({v for cell in cells.values() for v in cell.get("by_voice", {})})
-              for group, cells in table.items()}
+    voices = {group: sorted({v for cell in cells.values() for v in _per_voice(cell)}) for group, cells in table.items()}
     width = max([16] + [len(v) + 4 for names in voices.values() for v in names])
     lines = [f"{'voices':<{width}}" + "".join(f"{name:>26}" for name in CONDITIONS)]
     for group, cells in table.items():
@@ -161,13 +166,17 @@ def table_lines(table: dict[str, Any]) -> list[str]:
         for voice in voices[group]:
             row = f"{'  ' + voice:<{width}}"
             for name in CONDITIONS:
-                scores = cells.get(name, {}).get("by_voice", {}).get(voice)
+                scores = _per_voice(cells.get(name, {})).get(voice)
                 row += f"{_scores(scores) if scores else '-':>26}"
             lines.append(row)
     lines.append("judge's colour/shape/size of the drawn images (the silhouette judge's shape; ! = the two differ by"
                  f" more than {JUDGE_DISAGREEMENT}); probe = linear read-out of the speech embeddings; indented rows:"
-                 " the judge per voice")
+                 " per voice, the judge (the probe where nothing was drawn)")
     return lines
+
+
+def _per_voice(cell: dict[str, Any]) -> dict[str, dict]:
+    return cell.get("by_voice") or cell.get("probe_by_voice") or {}
 
 
 def _scores(scores: dict[str, float]) -> str:

@@ -119,3 +119,19 @@ def test_read_cell_splits_the_judges_hits_by_voice():
     lines = table_lines({"recorded": {"clean": cell}})
     assert [line.split()[:2] for line in lines[3:5]] == [["flite:awb", "1.00/1.00/1.00"],
                                                         ["flite:slt", "0.00/1.00/1.00"]]
+
+
+def test_probe_only_tables_show_the_probe_per_voice():
+    import torch
+
+    from s2i_train.eval_conditions import split_by_voice, table_lines
+
+    hits = {"colour": torch.tensor([True, False, True, True]), "shape": torch.tensor([True, True, False, True]),
+            "size": torch.tensor([True, True, True, True])}
+    by_voice = split_by_voice(hits, ["a", "b", "a", "b"])
+    assert by_voice == {"a": {"captions": 2, "colour": 1.0, "shape": 0.5, "size": 1.0},
+                        "b": {"captions": 2, "colour": 0.5, "shape": 1.0, "size": 1.0}}
+    cell = {"captions": 4, "probe": {"colour": 0.75, "shape": 0.75, "size": 1.0}, "probe_by_voice": by_voice}
+    lines = table_lines({"recorded": {"clean": cell}})
+    assert lines[1].split()[:3] == ["recorded", "probe", "0.75/0.75/1.00"]
+    assert [line.split()[:2] for line in lines[2:4]] == [["a", "1.00/0.50/1.00"], ["b", "0.50/1.00/1.00"]]
