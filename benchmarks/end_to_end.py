@@ -23,18 +23,26 @@ EAGER = "pytorch eager (baseline)"
 COMPILED = "pytorch torch.compile"
 
 
+def speech_like_signals(count: int, seconds: float, seed: int = 0, rate: int = 16000) -> list[np.ndarray]:
+    """`count` float64 signals of noise-modulated tones at `rate` (speech-like energy, all `seconds` long)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    signals = []
+    for _ in range(count):
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
+        signals.append(envelope * (0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t)
+                                   + 0.05 * rng.standard_normal(t.size)))
+    return signals
+
+
 def write_wavs(directory: Path, count: int, seconds: float, seed: int = 0) -> list[Path]:
-    """`count` 16-bit mono 16 kHz WAV files of noise-modulated tones (speech-like energy, fixed length)."""
+    """`count` 16-bit mono 16 kHz WAV files of `speech_like_signals`."""
     import wave
 
     directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
     rate = 16000
-    t = np.arange(int(seconds * rate)) / rate
     paths = []
-    for index in range(count):
-        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
-        signal = envelope * (0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t) + 0.05 * rng.standard_normal(t.size))
+    for index, signal in enumerate(speech_like_signals(count, seconds, seed, rate)):
         pcm = np.clip(signal * 32767 * 0.5, -32768, 32767).astype(np.int16)
         path = directory / f"clip{index:03d}.wav"
         with wave.open(str(path), "wb") as handle:

@@ -47,15 +47,10 @@ def export_pair(run_dir: Path, work: Path) -> tuple[Path, Path, Path]:
 
 
 def speech_like_clips(count: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
-    """Noise-modulated tones at 16 kHz, the end-to-end benchmark's kind of clip, all `seconds` long."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    clips = []
-    for _ in range(count):
-        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
-        tone = 0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t)
-        clips.append((envelope * (tone + 0.05 * rng.standard_normal(t.size))).astype(np.float32))
-    return clips
+    """The end-to-end benchmark's kind of clip (16 kHz), as float32 samples."""
+    from .end_to_end import speech_like_signals
+
+    return [signal.astype(np.float32) for signal in speech_like_signals(count, seconds, seed)]
 
 
 def contenders(default_bundle: Path, in_graph_bundle: Path, frontend_graph: Path, clips: Sequence[np.ndarray],

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import s2i_runtime
+from s2i_runtime.batching import pad_waveforms
 from s2i_runtime.errors import InputError
 from s2i_runtime.frontend import FrontendSpec, logmel_batch
 from s2i_runtime.noise import draw_noise
@@ -75,11 +76,7 @@ class WaveBatch:
 
 
 def wave_batch(label: str, clips: Sequence[np.ndarray]) -> WaveBatch:
-    num_samples = np.array([c.size for c in clips], dtype=np.int64)
-    waveform = np.zeros((len(clips), int(num_samples.max())), dtype=np.float32)
-    for row, clip in zip(waveform, clips, strict=True):
-        row[: clip.size] = clip
-    return WaveBatch(label, waveform, num_samples)
+    return WaveBatch(label, *pad_waveforms(clips, 0))
 
 
 def synthetic_waveforms(batch: int, frames: int, spec: FrontendSpec, seed: int = 0) -> WaveBatch:

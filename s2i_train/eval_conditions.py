@@ -112,7 +112,7 @@ def read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, 
     read on the same rows are drawn with the same noise); with `voices` (one per row) also per voice, since a
     group's mean can hide one voice the model does not understand."""
     gen = torch.Generator().manual_seed(seed)
-    hits: dict[str, list[torch.Tensor]] = {}
+    batches: dict[str, list[torch.Tensor]] = {}
     per_batch = max(1, batch_size // k)
     for start in range(0, len(embeddings), per_batch):
         emb = embeddings[start : start + per_batch].repeat_interleave(k, 0)
@@ -121,18 +121,16 @@ def read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, 
         eps = torch.randn(len(emb), ca_dim, generator=gen)
         for name, probs in read(draw(emb, z, eps)).items():
             column = ATTRIBUTES.index("shape" if name == "silhouette_shape" else name)
-            hits.setdefault(name, []).append(probs.argmax(1) == asked[:, column])
+            batches.setdefault(name, []).append(probs.argmax(1) == asked[:, column])
+    hits = {name: torch.cat(h) for name, h in batches.items()}
     cell: dict[str, Any] = {"images_per_caption": k}
-    cell.update({name: float(torch.cat(h).float().mean()) for name, h in hits.items()})
-    both = {"colour", "shape", "size"} <= set(hits)
-    if both:
-        cell["all_three"] = float(torch.stack([torch.cat(hits[a]) for a in ("colour", "shape", "size")])
-                                  .all(0).float().mean())
+    cell.update({name: float(h.float().mean()) for name, h in hits.items()})
+    if {"colour", "shape", "size"} <= set(hits):
+        cell["all_three"] = float(torch.stack([hits[a] for a in ("colour", "shape", "size")]).all(0).float().mean())
     if "silhouette_shape" in cell and "shape" in cell:
         cell["shape_judges_disagree"] = abs(cell["shape"] - cell["silhouette_shape"]) > JUDGE_DISAGREEMENT
     if voices is not None:
-        cell["by_voice"] = split_by_voice({a: torch.cat(hits[a]) for a in ("colour", "shape", "size") if a in hits},
-                                          voices, k)
+        cell["by_voice"] = split_by_voice({a: hits[a] for a in ("colour", "shape", "size") if a in hits}, voices, k)
     return cell
 
 
