@@ -40,14 +40,21 @@ def pin_torch_threads(threads: int) -> None:
 
 
 def interleaved(runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
-    """Seconds per call of each contender: `warmup` untimed calls each, then `repeats` rounds A B C ..."""
+                on_round: Callable[[int], None] | None = None, settle: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of each contender: `warmup` untimed calls each, then `repeats` rounds A B C ...
+
+    `settle`: untimed calls a contender makes right before each of its timed ones. Two libraries on the same
+    cores disturb each other at every switch (the one that just ran still has threads spinning, and its data
+    in the caches), so without them the first call after a switch pays for the other contender.
+    """
     for run in runs.values():
         for _ in range(warmup):
             run()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(repeats):
         for name, run in runs.items():
+            for _ in range(settle):
+                run()
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)

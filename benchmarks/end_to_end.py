@@ -21,6 +21,9 @@ RUNTIME = "runtime: onnxruntime cpu fp32"
 RUNTIME_INT8 = "runtime: onnxruntime cpu int8 generator"
 EAGER = "pytorch eager (baseline)"
 COMPILED = "pytorch torch.compile"
+# One untimed call before each timed one, for every contender alike: the first call after another library ran
+# finds that library's data in the caches and its threads on the cores.
+SETTLE_CALLS = 1
 
 
 def speech_like_signals(count: int, seconds: float, seed: int = 0, rate: int = 16000) -> list[np.ndarray]:
@@ -55,14 +58,11 @@ def write_wavs(directory: Path, count: int, seconds: float, seed: int = 0) -> li
 
 
 def _runtime_contender(bundle: Path | str, batch: int, threads: int, paths: Sequence[Path],
-                       generator_file: str | None = None) -> tuple[Callable[[], object], Any]:
+                       precision: str = "fp32") -> tuple[Callable[[], object], Any]:
     from s2i_runtime.pipeline import Pipeline
 
-    pipe = Pipeline.load(bundle, backend="onnxruntime", device="cpu", batch_size=batch, threads=threads)
-    if generator_file is not None:  # swap the generator session for a variant graph (e.g. INT8)
-        from .int8 import replace_generator_session
-
-        replace_generator_session(pipe, generator_file, threads)
+    pipe = Pipeline.load(bundle, backend="onnxruntime", device="cpu", batch_size=batch, threads=threads,
+                         precision=precision)
     inputs = [str(p) for p in paths[:batch]]
     return (lambda: pipe.generate(inputs, seed=0)), pipe
 
@@ -87,7 +87,7 @@ def max_pixel_difference(a: Sequence[Any], b: Sequence[Any]) -> int:
 
 def run_end_to_end(run_dir: Path | str, bundle: Path | str, work_dir: Path, *, batch_sizes: Sequence[int] = (1, 8, 32),
                    seconds: float = 3.0, repeats: int = 20, warmup: int = 2, threads: int = 2,
-                   compile_models: bool = True, int8_generator: str | None = None,
+                   compile_models: bool = True, int8_bundle: str | None = None,
                    progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Per batch size and contender: p50/p95 latency of one batch call and images/s; plus a pixel
     check that the runtime and the eager baseline produce the same images."""
@@ -110,8 +110,8 @@ def run_end_to_end(run_dir: Path | str, bundle: Path | str, work_dir: Path, *, b
         runtime_run, pipe = _runtime_contender(bundle, batch, threads, paths)
         runs[RUNTIME] = runtime_run
         int8_pipe = None
-        if int8_generator is not None:
-            runs[RUNTIME_INT8], int8_pipe = _runtime_contender(bundle, batch, threads, paths, int8_generator)
+        if int8_bundle is not None:
+            runs[RUNTIME_INT8], int8_pipe = _runtime_contender(int8_bundle, batch, threads, paths, "int8")
         runs[EAGER] = _torch_contender(eager, batch, paths)
         if compiled is not None:
             compiled_run = _torch_contender(compiled, batch, paths)
@@ -123,7 +123,7 @@ def run_end_to_end(run_dir: Path | str, bundle: Path | str, work_dir: Path, *, b
         checks = {"max_pixel_diff_runtime_vs_eager": max_pixel_difference(runs[RUNTIME](), eager_images)}
         if COMPILED in runs:
             checks["max_pixel_diff_compile_vs_eager"] = max_pixel_difference(runs[COMPILED](), eager_images)
-        times = interleaved(runs, repeats, warmup)
+        times = interleaved(runs, repeats, warmup, settle=SETTLE_CALLS)
         rows = {}
         for name, seconds_list in times.items():
             stats = summarise(seconds_list)
@@ -153,5 +153,10 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
             entry["compile_vs_eager_throughput"] = rows[COMPILED]["images_per_s"] / rows[EAGER]["images_per_s"]
         if RUNTIME_INT8 in rows:
             entry["int8_vs_fp32_throughput"] = rows[RUNTIME_INT8]["images_per_s"] / runtime["images_per_s"]
+            if COMPILED in rows:
+                entry["int8_vs_compile_throughput"] = (rows[RUNTIME_INT8]["images_per_s"]
+                                                       / rows[COMPILED]["images_per_s"])
+                entry["int8_vs_compile_spread"] = paired_ratios(rows[COMPILED]["times_ms"],
+                                                                rows[RUNTIME_INT8]["times_ms"])
         out[batch] = entry
     return out

@@ -162,14 +162,13 @@ def run_suite(args: argparse.Namespace, progress) -> tuple[dict[str, Any], Path]
             results["frontend"] = run_frontend(size["frontend_clips"], size["frontend_seconds"],
                                                size["frontend_repeats"])
 
-        int8_generator = None
+        int8_bundle = None
         if "int8" in args.sections:
             from .int8 import prepare_int8
 
             progress("INT8 generator: quantising and checking the judge accuracy")
             results["int8"] = prepare_int8(run_dir, bundle, work / "int8", data=args.data, threads=args.threads)
-            if results["int8"].get("accepted"):
-                int8_generator = results["int8"]["generator_file"]
+            int8_bundle = results["int8"].get("bundle")
 
         if "e2e" in args.sections:
             from .end_to_end import ratios, run_end_to_end
@@ -177,7 +176,7 @@ def run_suite(args: argparse.Namespace, progress) -> tuple[dict[str, Any], Path]
             results["end_to_end"] = run_end_to_end(
                 run_dir, bundle, work, batch_sizes=size["batch_sizes"], seconds=size["clip_seconds"],
                 repeats=size["repeats"], warmup=size["warmup"], threads=args.threads,
-                compile_models=not args.no_compile, int8_generator=int8_generator, progress=progress,
+                compile_models=not args.no_compile, int8_bundle=int8_bundle, progress=progress,
             )
             results["end_to_end_ratios"] = ratios(results["end_to_end"])
 

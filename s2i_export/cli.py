@@ -1,4 +1,4 @@
-"""`s2i-export`: ONNX bundles, FP16, TensorRT engines, Triton repositories."""
+"""`s2i-export`: ONNX bundles, FP16, the INT8 generator, TensorRT engines, Triton repositories."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from s2i_runtime.cliutil import EXIT_INTERNAL, run_app
 from .verify import TOLERANCE
 
 app = typer.Typer(
-    help="Export trained s2i models to ONNX bundles, FP16, TensorRT engines and Triton repositories.",
+    help="Export trained s2i models to ONNX bundles, FP16, an INT8 generator, TensorRT engines and Triton "
+    "repositories.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -38,6 +39,24 @@ def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
 
 def _echo_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _checked_export(json_output: bool, export: Callable[[Callable[[str], None]], dict], failed: type) -> dict | None:
+    """Run an export that adds files only when its check passes (`export(progress)` returns the s2i.json
+    section). A failed check prints the check (with --json) and one error line, and exits 1. With --json the
+    section is printed and None returned; else the section is returned for the caller's summary line."""
+    try:
+        with _progress(json_output) as progress:
+            section = export(progress)
+    except failed as exc:
+        if json_output:
+            _echo_json(exc.check.to_dict())
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_INTERNAL) from None
+    if json_output:
+        _echo_json(section)
+        return None
+    return section
 
 
 @app.command("onnx")
@@ -128,22 +147,49 @@ def fp16_command(
     from .probes import real_audio_sources
 
     sources = real_audio_sources(audio, data)
-    try:
-        with _progress(json_output) as progress:
-            section = export_fp16(bundle, real_audio=sources, progress=progress)
-    except Fp16CheckFailed as exc:
-        if json_output:
-            _echo_json(exc.check.to_dict())
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_INTERNAL) from None
-    if json_output:
-        _echo_json(section)
+    section = _checked_export(json_output, lambda progress: export_fp16(bundle, real_audio=sources, progress=progress),
+                              Fp16CheckFailed)
+    if section is None:
         return
     check = section["check"]
     typer.echo(
         f"fp16 files added to {bundle}: embedding cosine min {check['embedding_cosine_min']:.6f} "
         f"(>= {MIN_EMBEDDING_COSINE}), image MAE max {check['image_mae_max']:.2e} (<= {MAX_IMAGE_MAE:g})"
     )
+
+
+@app.command("int8")
+def int8_command(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    run: Path | None = typer.Option(None, "--run", help="Training run with a trained judge: the judge check."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Spoken-Shapes dataset: its test captions calibrate (and feed the judge check). "
+        "Default: the run's dataset."),
+    audio: list[Path] = typer.Option(
+        [], "--audio", help="Real utterances to check with, and to calibrate on when there is no dataset (WAV files "
+        "or folders; repeatable). Default: shipped examples."),
+    json_output: bool = typer.Option(False, "--json", help="Print the int8 section of s2i.json."),
+) -> None:
+    """Add an INT8 generator (static QDQ) after checking it against fp32 on ONNX Runtime CPU."""
+    from .int8 import MAX_IMAGE_MAE, Int8CheckFailed, export_int8
+    from .probes import real_audio_sources
+
+    sources = real_audio_sources(audio, data)
+    section = _checked_export(
+        json_output, lambda progress: export_int8(bundle, run_dir=run, data=data, real_audio=sources,
+                                                  progress=progress),
+        Int8CheckFailed)
+    if section is None:
+        return
+    check = section["check"]
+    judge = check["judge"]
+    if judge is None:
+        verdict = f"judge check skipped: {check['judge_skipped']}"
+    else:
+        verdict = "judge accuracy fp32 / int8: " + ", ".join(
+            f"{name} {judge['fp32'][name]:.3f} / {judge['int8'][name]:.3f}" for name in judge["fp32"])
+    typer.echo(f"generator.int8.onnx added to {bundle}: image MAE max {check['image_mae_max']:.2e} "
+               f"(<= {MAX_IMAGE_MAE:g}); {verdict}")
 
 
 @app.command("build-engine")

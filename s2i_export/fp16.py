@@ -38,13 +38,13 @@ from s2i_runtime.bundle import (
     GENERATOR_INPUTS,
     Bundle,
     load_bundle,
-    write_manifest,
 )
 from s2i_runtime.errors import S2IError
 from s2i_runtime.fsutil import atomic_path
 
 from .encoder_input import require_logmel_encoder
-from .probes import FeatureBatch, noise_for, ort_session, real_features, synthetic_features
+from .manifest import add_section
+from .probes import noise_for, ort_session, probe_batches
 
 FP32_OPS = (
     "GRU", "LSTM", "RNN",
@@ -240,13 +240,6 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a64 * b64).sum(axis=1) / np.maximum(norms, 1e-30)
 
 
-def probe_batches(bundle: Bundle, real_audio: Sequence[Path]) -> list[FeatureBatch]:
-    spec = bundle.frontend
-    batches = [synthetic_features(b, t, spec) for b, t in ((1, 64), (3, 500), (2, min(3000, spec.max_frames)))]
-    real = real_features(list(real_audio), spec)
-    return batches + ([real] if real is not None else [])
-
-
 def compare_fp16(
     bundle: Bundle,
     encoder_fp16: Path,
@@ -348,14 +341,10 @@ def export_fp16(
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
 
-    section = {
+    return add_section(bundle, "fp16", {
         "files": {"encoder": ENCODER_FP16_FILE, "generator": GENERATOR_FP16_FILE},
         "io_dtype": "float32",
         "converter": f"onnxruntime.transformers.float16 (onnxruntime {onnxruntime.__version__}), keep_io_types",
         "op_block_list": block_list,
         "check": check.to_dict(),
-    }
-    manifest = dict(bundle.manifest)
-    manifest["fp16"] = section
-    write_manifest(bundle.path, manifest)
-    return section
+    })

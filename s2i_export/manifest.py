@@ -18,12 +18,21 @@ from s2i_runtime.bundle import (
     GENERATOR_INPUTS,
     GENERATOR_OUTPUTS,
     LOGMEL_INPUT,
+    Bundle,
     encoder_input_names,
+    write_manifest,
 )
 from s2i_runtime.frontend import FrontendSpec
 
 MAX_EVAL_BYTES = 64 * 1024  # eval.json goes into s2i.json only when it is a summary, not a dump
 DEFAULT_DATASET = "spoken-shapes"
+
+
+def add_section(bundle: Bundle, name: str, section: dict[str, Any]) -> dict[str, Any]:
+    """Write the bundle's s2i.json again with `section` under `name` (and the hashes of the files now in the
+    bundle, so a graph added beside the others is covered); returns the section."""
+    write_manifest(bundle.path, {**bundle.manifest, name: section})
+    return section
 
 
 def default_dataset_meta() -> dict[str, Any]:

@@ -10,6 +10,7 @@ import numpy as np
 
 import s2i_runtime
 from s2i_runtime.batching import pad_waveforms
+from s2i_runtime.bundle import WAVEFORM_INPUT, Bundle
 from s2i_runtime.errors import InputError
 from s2i_runtime.frontend import FrontendSpec, logmel_batch
 from s2i_runtime.noise import draw_noise
@@ -133,6 +134,36 @@ def real_waveforms(paths: Sequence[Path], spec: FrontendSpec) -> WaveBatch | Non
 
     clips = [load_audio(p, max_seconds=None)[: (spec.max_frames - 1) * spec.hop_length] for p in paths]
     return wave_batch(f"real utterances x{len(paths)} (waveforms)", clips)
+
+
+def synthetic_inputs(bundle: Bundle, batch: int, frames: int, seed: int = 0) -> FeatureBatch | WaveBatch:
+    """Synthetic input of the kind the bundle's encoder reads (features, or waveforms when the front end is in
+    the graph), `frames` clamped to the front end's range."""
+    spec = bundle.frontend
+    make = synthetic_waveforms if bundle.encoder_input == WAVEFORM_INPUT else synthetic_features
+    return make(batch, min(max(frames, spec.min_frames), spec.max_frames), spec, seed=seed)
+
+
+def real_inputs(bundle: Bundle, paths: Sequence[Path]) -> FeatureBatch | WaveBatch | None:
+    """Real utterances as one input of the kind the bundle's encoder reads (None when there are none)."""
+    real_of = real_waveforms if bundle.encoder_input == WAVEFORM_INPUT else real_features
+    return real_of(list(paths), bundle.frontend)
+
+
+def encoder_feed(bundle: Bundle, batch: FeatureBatch | WaveBatch) -> dict[str, np.ndarray]:
+    """The encoder graph's feed for one input."""
+    signal_name, lengths_name = bundle.encoder_inputs
+    if isinstance(batch, WaveBatch):
+        return {signal_name: batch.waveform, lengths_name: batch.num_samples}
+    return {signal_name: batch.mel, lengths_name: batch.lengths}
+
+
+def probe_batches(bundle: Bundle, real_audio: Sequence[Path]) -> list[FeatureBatch | WaveBatch]:
+    """What a converted graph is compared with fp32 on (`fp16`, `int8`): synthetic batches of different sizes and
+    lengths, and the real utterances when there are any."""
+    batches = [synthetic_inputs(bundle, b, t) for b, t in ((1, 64), (3, 500), (2, 3000))]
+    real = real_inputs(bundle, real_audio)
+    return batches + ([real] if real is not None else [])
 
 
 def default_real_sources() -> list[Path]:

@@ -21,18 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from s2i_runtime.bundle import ENCODER_FILE, GENERATOR_FILE, GENERATOR_INPUTS, WAVEFORM_INPUT, Bundle, load_bundle
+from s2i_runtime.bundle import ENCODER_FILE, GENERATOR_FILE, GENERATOR_INPUTS, Bundle, load_bundle
 from s2i_runtime.errors import BundleError
 
 from .probes import (
     FeatureBatch,
     WaveBatch,
+    encoder_feed,
     noise_for,
     ort_session,
-    real_features,
-    real_waveforms,
-    synthetic_features,
-    synthetic_waveforms,
+    real_inputs,
+    synthetic_inputs,
 )
 
 BATCH_SIZES = (1, 3, 8)
@@ -118,8 +117,7 @@ def encoder_batches(bundle: Bundle, batch_sizes: Sequence[int],
                     frame_lengths: Sequence[int]) -> list[FeatureBatch | WaveBatch]:
     spec = bundle.frontend
     lengths = sorted({min(max(t, spec.min_frames), spec.max_frames) for t in frame_lengths})
-    make = synthetic_waveforms if bundle.encoder_input == WAVEFORM_INPUT else synthetic_features
-    return [make(b, t, spec, seed=1) for b in batch_sizes for t in lengths]
+    return [synthetic_inputs(bundle, b, t, seed=1) for b in batch_sizes for t in lengths]
 
 
 def verify_bundle(
@@ -144,12 +142,10 @@ def verify_bundle(
     generator = ExportableGenerator(load_generator(weights)).eval()
     enc_session = ort_session(bundle.file(ENCODER_FILE), threads)
     gen_session = ort_session(bundle.file(GENERATOR_FILE), threads)
-    signal_name, len_name = bundle.encoder_inputs
     emb_name, z_name, eps_name = GENERATOR_INPUTS
     dims = bundle.dims
 
-    real_of = real_waveforms if bundle.encoder_input == WAVEFORM_INPUT else real_features
-    real = real_of(list(real_audio), bundle.frontend)
+    real = real_inputs(bundle, real_audio)
     report = VerifyReport(str(bundle.path), str(weights), tolerance, 0 if real is None else real.batch)
 
     def run_encoder(probe: FeatureBatch | WaveBatch) -> np.ndarray:
@@ -158,11 +154,7 @@ def verify_bundle(
         batch = probe.features(bundle.frontend) if isinstance(probe, WaveBatch) else probe
         with torch.inference_mode():
             expected = encoder(torch.from_numpy(batch.mel), torch.from_numpy(batch.lengths)).numpy()
-        if isinstance(probe, WaveBatch):
-            feed = {signal_name: probe.waveform, len_name: probe.num_samples}
-        else:
-            feed = {signal_name: batch.mel, len_name: batch.lengths}
-        got = enc_session.run(None, feed)[0]
+        got = enc_session.run(None, encoder_feed(bundle, probe))[0]
         report.cases.append(VerifyCase("encoder", batch.label, batch.batch, batch.frames, _max_abs(expected, got),
                                        tolerance))
         return expected

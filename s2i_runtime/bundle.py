@@ -31,6 +31,7 @@ ENCODER_FILE = "encoder.onnx"
 GENERATOR_FILE = "generator.onnx"
 ENCODER_FP16_FILE = "encoder.fp16.onnx"
 GENERATOR_FP16_FILE = "generator.fp16.onnx"
+GENERATOR_INT8_FILE = "generator.int8.onnx"  # `s2i-export int8`: the generator only, checked on ONNX Runtime CPU
 
 # Graph I/O names: stable, relied on by the runtime, TensorRT profiles and Triton configs.
 ENCODER_INPUTS = ("mel", "lengths")
@@ -92,6 +93,10 @@ class Bundle:
     @property
     def fp16(self) -> dict[str, Any] | None:
         return self.manifest.get("fp16")
+
+    @property
+    def int8(self) -> dict[str, Any] | None:
+        return self.manifest.get("int8")
 
 
 def encoder_input_names(kind: str) -> tuple[str, str]:

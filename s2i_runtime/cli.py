@@ -32,6 +32,9 @@ app = typer.Typer(
 BundleOption = typer.Option(None, "--bundle", help="Model bundle directory (default: the shipped model).")
 BackendOption = typer.Option("auto", "--backend", help="auto | onnxruntime | tensorrt")
 DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda")
+PrecisionOption = typer.Option(
+    "auto", "--precision",
+    help="auto | fp32 | fp16 | int8 (int8: the generator from `s2i-export int8`, on the CPU only).")
 ThreadsOption = typer.Option(0, "--threads", min=0, max=MAX_THREADS,
                              help="ONNX Runtime intra-op threads (0 = all physical cores).")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout (also on failure).")
@@ -73,6 +76,7 @@ def infer(
     num_images: int = typer.Option(1, "--num-images", "-k", min=1, max=MAX_NUM_IMAGES, help="Images per input."),
     backend: str = BackendOption,
     device: str = DeviceOption,
+    precision: str = PrecisionOption,
     batch_size: int = typer.Option(8, "--batch-size", min=1, max=MAX_BATCH_SIZE, help="Inputs per model batch."),
     make_grid: bool = typer.Option(False, "--grid", help="Also write OUT/grid.png (one row per input)."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first unusable input."),
@@ -88,7 +92,8 @@ def infer(
     with _json_errors(json_output):
         plan_outputs(inputs, out, num_images, make_grid)
         with timer.measure("load_model"):
-            pipe = Pipeline.load(bundle, backend=backend, device=device, batch_size=batch_size, threads=threads)
+            pipe = Pipeline.load(bundle, backend=backend, device=device, batch_size=batch_size, threads=threads,
+                                 precision=precision)
     with pipe, _json_errors(json_output), \
             _progress(len(inputs), enabled=not json_output and len(inputs) > batch_size) as progress:
         result = infer_files(
@@ -124,6 +129,7 @@ def interpolate(
     seed: int = SeedOption,
     backend: str = BackendOption,
     device: str = DeviceOption,
+    precision: str = PrecisionOption,
     threads: int = ThreadsOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -133,7 +139,7 @@ def interpolate(
 
     with _json_errors(json_output):
         check_strip_path(out)
-        with Pipeline.load(bundle, backend=backend, device=device, threads=threads) as pipe:
+        with Pipeline.load(bundle, backend=backend, device=device, threads=threads, precision=precision) as pipe:
             interpolate_files(pipe, source_a, source_b, out, steps=steps, seed=seed)
             described = pipe.describe()
     if json_output:

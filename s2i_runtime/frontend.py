@@ -152,27 +152,37 @@ class _Scratch:
 
 
 _spare_scratch: list[_Scratch] = []
+_SPARE_SCRATCH = os.cpu_count() or 1  # os.cpu_count() reads /sys: ~20 us, too slow to ask at every call
 _scratch_lock = threading.Lock()
 
 
 @contextmanager
-def _scratch() -> Iterator[_Scratch]:
-    """A _Scratch for this call alone; at most one per core is kept for later calls."""
+def _scratch(given: _Scratch | None = None) -> Iterator[_Scratch]:
+    """A _Scratch for this call alone (or `given`, the caller's own); at most one per core is kept for later
+    calls."""
+    if given is not None:
+        yield given
+        return
     with _scratch_lock:
         scratch = _spare_scratch.pop() if _spare_scratch else _Scratch()
     try:
         yield scratch
     finally:
         with _scratch_lock:
-            if len(_spare_scratch) < (os.cpu_count() or 1):
+            if len(_spare_scratch) < _SPARE_SCRATCH:
                 _spare_scratch.append(scratch)
 
 
-def _prepared_signal(samples: np.ndarray, spec: FrontendSpec, scratch: _Scratch) -> np.ndarray:
-    """DC removal, pre-emphasis and padding, in float64 so that long clips keep their precision."""
+def _padded_length(samples: int, spec: FrontendSpec) -> int:
+    pad = spec.n_fft // 2 if spec.center else 0
+    return max(samples + 2 * pad, spec.n_fft)
+
+
+def _prepare_into(signal: np.ndarray, samples: np.ndarray, spec: FrontendSpec, scratch: _Scratch) -> None:
+    """DC removal, pre-emphasis and padding into `signal` (float64, `_padded_length` long), in float64 so
+    that long clips keep their precision."""
     pad = spec.n_fft // 2 if spec.center else 0
     size = samples.size
-    signal = scratch.array("signal", (max(size + 2 * pad, spec.n_fft),), np.float64)
     signal[size + 2 * pad :] = 0.0  # center=False and shorter than one window: zeros complete it
     body = signal[pad : pad + size]
     # Converted first: numpy's ufuncs on mixed float32/float64 operands run several times slower.
@@ -190,7 +200,6 @@ def _prepared_signal(samples: np.ndarray, spec: FrontendSpec, scratch: _Scratch)
         # Clips shorter than half a window: reflect repeatedly, as the index arithmetic of every other
         # implementation (torch, CUDA) does.
         signal[:] = body[_reflect_index(np.arange(-pad, size + pad), size)]
-    return signal
 
 
 def _reflect_index(index: np.ndarray, length: int) -> np.ndarray:
@@ -233,9 +242,10 @@ def _band_groups(spec: FrontendSpec) -> tuple[tuple[slice, slice, np.ndarray], .
 
 # What one more small matrix product costs, in multiply-adds per frame: numpy's call overhead.
 _BINS_PER_CALL = 64
-# Frames go through in blocks that stay in the core's cache. The block's products also stay small enough
-# for OpenBLAS to run them on the calling thread: its own threads would spin against the front end's.
+# Frames go through the FFT in blocks that stay in the core's cache.
 _FRAMES_PER_BLOCK = 256
+# OpenBLAS runs a product of fewer than 4 * 65536 multiply-adds on the calling thread.
+_SINGLE_THREAD_PRODUCT = 4 * 65536
 # Power of two: scaling by it is exact, so a retry after float32 overflow changes nothing else.
 _OVERFLOW_SCALE = 2.0**-64
 
@@ -249,52 +259,148 @@ def logmel(audio: np.ndarray, spec: FrontendSpec = FrontendSpec(), threads: int 
     samples = np.asarray(audio).reshape(-1)
     if samples.size == 0:
         raise ValueError("cannot compute features of empty audio")
-    with _scratch() as scratch:
-        signal = _prepared_signal(samples, spec, scratch)
-        frames = np.lib.stride_tricks.sliding_window_view(signal, spec.n_fft)[:: spec.hop_length]
-        mel = np.empty((frames.shape[0], spec.n_mels), dtype=np.float32)
-        count = frames.shape[0]
-        runs = max(1, min(_thread_count(threads), count // _FRAMES_PER_BLOCK))
-        step = -(-count // (runs * _FRAMES_PER_BLOCK)) * _FRAMES_PER_BLOCK  # whole blocks per run
-        others = [_shared_pool().submit(_mel_power, frames, mel, start, min(start + step, count), spec)
-                  for start in range(step, count, step)]
-        _mel_power(frames, mel, 0, min(step, count), spec)
-        for run in others:
-            run.result()
-    loudest = mel.max()
-    if not np.isfinite(loudest):
-        # Power went past float32's range (samples above ~1e16). The floor is then far above amin, and
-        # dB are relative to the loudest band, so a copy scaled exactly gives the same features.
-        return logmel(samples.astype(np.float64) * _OVERFLOW_SCALE, spec, threads)
-    np.maximum(mel, spec.amin, out=mel)
-    np.log10(mel, out=mel)
-    mel *= 10.0
-    mel -= mel.max()
-    np.maximum(mel, -spec.top_db, out=mel)
+    mel, _ = _features([samples], spec, threads)
     return mel.T
 
 
-def _mel_power(frames: np.ndarray, mel: np.ndarray, start: int, stop: int, spec: FrontendSpec) -> None:
-    """Mel-band power of frames[start:stop] into mel[start:stop] (float32).
+def logmel_batch(
+    audios: list[np.ndarray], spec: FrontendSpec = FrontendSpec(), threads: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of several utterances, padded with the dB floor to a common length of at least min_frames.
+
+    Clips go through together in groups of a few thousand frames, so that numpy's cost per call is paid per
+    cache-sized block rather than per clip; with `threads` other than 1 the groups run in parallel on the
+    front end's pool, one thread per usable core (numpy's FFT and products release the GIL). A clip's
+    features are the same whatever it is batched with, and the same as `logmel` gives.
+    Returns (features (B, n_mels, T) float32, lengths (B,) int64 in frames).
+    """
+    if not audios:
+        raise ValueError("logmel_batch needs at least one utterance")
+    clips = [np.asarray(audio).reshape(-1) for audio in audios]
+    if any(clip.size == 0 for clip in clips):
+        raise ValueError("cannot compute features of empty audio")
+    lengths = np.array([spec.num_frames(clip.size) for clip in clips], dtype=np.int64)
+    width = max(int(lengths.max()), spec.min_frames)
+    batch = np.full((len(clips), spec.n_mels, width), spec.pad_value, dtype=np.float32)
+
+    def fill(first: int, last: int) -> None:
+        mel, starts = _features(clips[first:last], spec)
+        for row in range(first, last):
+            begin, end = starts[row - first], starts[row - first + 1]
+            batch[row, :, : end - begin] = mel[begin:end].T
+
+    workers = _thread_count(threads)
+    groups = _clip_groups(lengths, workers)
+    if workers > 1 and len(groups) > 1:
+        for done in [_shared_pool().submit(fill, first, last) for first, last in groups]:
+            done.result()
+    else:
+        for first, last in groups:
+            fill(first, last)
+    return batch, lengths
+
+
+# A group of clips is cut at about this many frames: enough blocks to pay numpy's per-call cost once per
+# block rather than once per clip, small enough that its working arrays (~4 KB per frame) stay a few MB.
+_FRAMES_PER_GROUP = 4096
+
+
+def _clip_groups(lengths: np.ndarray, threads: int) -> list[tuple[int, int]]:
+    """Consecutive clips cut into groups of about equal frames, a multiple of `threads` of them (as far as
+    there are clips) so that the threads finish together, each near _FRAMES_PER_GROUP frames or below
+    unless a single clip is longer."""
+    rounds = -(-int(lengths.sum()) // (threads * _FRAMES_PER_GROUP))
+    count = max(1, min(len(lengths), threads * rounds))
+    ends = np.searchsorted(np.cumsum(lengths), np.arange(1, count) * lengths.sum() / count, side="left") + 1
+    bounds = sorted({0, len(lengths), *(int(e) for e in ends if 0 < e < len(lengths))})
+    return list(zip(bounds[:-1], bounds[1:], strict=False))
+
+
+def _features(clips: list[np.ndarray], spec: FrontendSpec, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Features of `clips` computed together: (dB (frames of all clips, n_mels) float32, each clip relative to
+    its own loudest band and floored; row starts (len(clips) + 1,) int64)."""
+    with _scratch() as scratch:
+        sizes = [_padded_length(clip.size, spec) for clip in clips]
+        signal = scratch.array("signal", (sum(sizes),), np.float64)
+        frames, counts, offset = [], [], 0
+        for clip, size in zip(clips, sizes, strict=True):
+            part = signal[offset : offset + size]
+            _prepare_into(part, clip, spec, scratch)
+            count = (size - spec.n_fft) // spec.hop_length + 1
+            frames.append(np.lib.stride_tricks.as_strided(
+                part, (count, spec.n_fft), (spec.hop_length * part.itemsize, part.itemsize), writeable=False))
+            counts.append(count)
+            offset += size
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        total = int(starts[-1])
+        mel = np.empty((total, spec.n_mels), dtype=np.float32)
+        runs = max(1, min(_thread_count(threads), total // _FRAMES_PER_BLOCK))
+        step = -(-total // (runs * _FRAMES_PER_BLOCK)) * _FRAMES_PER_BLOCK  # whole blocks per run
+        others = [_shared_pool().submit(_mel_power, frames, starts, mel, first, min(first + step, total), spec)
+                  for first in range(step, total, step)]
+        _mel_power(frames, starts, mel, 0, min(step, total), spec, scratch)
+        for run in others:
+            run.result()
+    # Power past float32's range (samples above ~1e16) shows as inf or NaN in a clip's bands.
+    overflowed = np.flatnonzero(~np.isfinite(np.maximum.reduceat(mel.max(axis=1), starts[:-1])))
+    with np.errstate(invalid="ignore"):  # only in the rows of overflowed clips, replaced below
+        np.maximum(mel, spec.amin, out=mel)
+        np.log10(mel, out=mel)
+        mel *= 10.0
+        for begin, end in zip(starts[:-1], starts[1:], strict=True):
+            rows = mel[begin:end]
+            rows -= rows.max()
+        np.maximum(mel, -spec.top_db, out=mel)
+    for index in overflowed:
+        # The floor is then far above amin, and dB are relative to the loudest band, so a copy scaled
+        # exactly gives the same features.
+        scaled = clips[index].astype(np.float64) * _OVERFLOW_SCALE
+        mel[starts[index] : starts[index + 1]] = logmel(scaled, spec, threads).T
+    return mel, starts
+
+
+def _mel_power(frames: list[np.ndarray], starts: np.ndarray, mel: np.ndarray, first: int, last: int,
+               spec: FrontendSpec, scratch: _Scratch | None = None) -> None:
+    """Mel-band power of rows first..last of the clips' frames laid end to end (clip i's frames are rows
+    starts[i]..starts[i + 1]) into the same rows of `mel` (float32).
 
     The FFT runs in float64 (numpy's float32 transform is slower here, and quiet bins would lose digits);
     the power is rounded to float32 once, which costs ~1e-6 dB and halves the bytes the products read.
+    Windowing, FFT and power go block by block (cache-sized, across clip boundaries); the band products then
+    run over each clip's rows at once, because each BLAS call costs a few microseconds that two threads
+    cannot overlap.
     """
     window = padded_window(spec)
-    with _scratch() as scratch, np.errstate(over="ignore", invalid="ignore"):  # overflow: logmel retries
-        block = min(stop - start, _FRAMES_PER_BLOCK)
+    clips = range(int(np.searchsorted(starts, first, side="right")) - 1, int(np.searchsorted(starts, last)))
+    with _scratch(scratch) as scratch, np.errstate(over="ignore", invalid="ignore"):  # overflow: retried
+        block = min(last - first, _FRAMES_PER_BLOCK)
         windowed = scratch.array("windowed", (block, spec.n_fft), np.float64)
         spectrum = scratch.array("spectrum", (block, spec.n_freqs), np.complex128)
-        power = scratch.array("power", (block, spec.n_freqs), np.float32)
-        for first in range(start, stop, _FRAMES_PER_BLOCK):
-            rows = slice(0, min(first + _FRAMES_PER_BLOCK, stop) - first)
-            np.multiply(frames[first : first + rows.stop], window, out=windowed[rows])
+        power = scratch.array("power", (last - first, spec.n_freqs), np.float32)
+        for begin in range(first, last, _FRAMES_PER_BLOCK):
+            end = min(begin + _FRAMES_PER_BLOCK, last)
+            for clip in clips:
+                low, high = max(begin, starts[clip]), min(end, starts[clip + 1])
+                if low < high:
+                    np.multiply(frames[clip][low - starts[clip] : high - starts[clip]], window,
+                                out=windowed[low - begin : high - begin])
+            rows = slice(0, end - begin)
             np.fft.rfft(windowed[rows], axis=-1, out=spectrum[rows])
             pairs = spectrum[rows].view(np.float64)
             np.multiply(pairs, pairs, out=pairs)
-            np.add(pairs[:, 0::2], pairs[:, 1::2], out=power[rows], casting="same_kind")
+            np.add(pairs[:, 0::2], pairs[:, 1::2], out=power[begin - first : end - first], casting="same_kind")
+        for clip in clips:
+            low, high = max(first, starts[clip]), min(last, starts[clip + 1])
             for bands, bins, weights in _band_groups(spec):
-                np.matmul(power[rows, bins], weights, out=mel[first : first + rows.stop, bands])
+                # Rows per call: below OpenBLAS's multithreading threshold, so that the product stays on this
+                # thread instead of waking BLAS threads that would compete with the front end's own; counted
+                # in whole blocks from the clip's first frame, so that a frame's sums are the same whichever
+                # clips, runs or threads it was computed with.
+                step = max(1, _SINGLE_THREAD_PRODUCT // weights.size // _FRAMES_PER_BLOCK) * _FRAMES_PER_BLOCK
+                inner = range(int(starts[clip]) + step, high, step)
+                cuts = [low, *(cut for cut in inner if cut > low), high]
+                for begin, end in zip(cuts[:-1], cuts[1:], strict=False):
+                    np.matmul(power[begin - first : end - first, bins], weights, out=mel[begin:end, bands])
 
 
 def _usable_cores() -> int:
@@ -334,27 +440,4 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def logmel_batch(
-    audios: list[np.ndarray], spec: FrontendSpec = FrontendSpec(), threads: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features of several utterances, padded with the dB floor to a common length of at least min_frames.
-
-    With `threads` 1 they run one after another in the calling thread; otherwise in parallel on the
-    front end's pool, one thread per usable core (numpy's FFT and products release the GIL).
-    Returns (features (B, n_mels, T) float32, lengths (B,) int64 in frames).
-    """
-    if not audios:
-        raise ValueError("logmel_batch needs at least one utterance")
-    if len(audios) > 1 and _thread_count(threads) > 1:
-        features = list(_shared_pool().map(lambda audio: logmel(audio, spec), audios))
-    else:
-        features = [logmel(audio, spec, threads) for audio in audios]
-    lengths = np.array([f.shape[1] for f in features], dtype=np.int64)
-    width = max(int(lengths.max()), spec.min_frames)
-    batch = np.full((len(features), spec.n_mels, width), spec.pad_value, dtype=np.float32)
-    for row, feat in zip(batch, features, strict=True):
-        row[:, : feat.shape[1]] = feat
-    return batch, lengths
 

@@ -29,6 +29,7 @@ def bundle_info(path: str | os.PathLike | None) -> dict[str, Any]:
                   "max_frames": bundle.frontend.max_frames, "encoder_input": bundle.encoder_input,
                   "in_graph": bundle.encoder_input == WAVEFORM_INPUT},
         fp16=bundle.fp16 is not None,
+        int8=bundle.int8 is not None,
         engines=[
             {k: e.get(k) for k in ("dir", "gpu", "compute_capability", "trt_version", "precision", "max_batch",
                                    "max_frames")}
@@ -141,7 +142,8 @@ def render_text(info: dict[str, Any]) -> str:
             lines.append("  front end: in the encoder graph (the encoder reads waveforms)")
         else:
             lines.append("  front end: in the runtime, before the encoder (the encoder reads log-Mel features)")
-        lines.append(f"  fp16 graphs: {'yes' if b['fp16'] else 'no'}; TensorRT engines: {len(b['engines'])}")
+        lines.append(f"  fp16 graphs: {'yes' if b['fp16'] else 'no'}; int8 generator: {'yes' if b['int8'] else 'no'}; "
+                     f"TensorRT engines: {len(b['engines'])}")
         for e in b["engines"]:
             lines.append(
                 f"    {e['dir']}: {e['gpu']} (cc {e['compute_capability']}), TensorRT {e['trt_version']}, "

@@ -70,6 +70,8 @@ def validate_manifest(data: dict[str, Any], where: str) -> None:
             check.fail("dataset.vocabulary", "must be a list or an object", dataset["vocabulary"])
     if data.get("fp16") is not None:
         check.obj(data, "fp16")
+    if data.get("int8") is not None:
+        _validate_int8(check, check.obj(data, "int8"), data["files"])
     if "engines" in data:
         engines = data["engines"]
         if not isinstance(engines, list) or len(engines) > 64:
@@ -166,6 +168,17 @@ def _validate_files(check: _Checker, files: dict[str, Any]) -> None:
             check.fail(f"files[{name!r}]", "must not list the manifest itself", digest)
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             check.fail(f"files[{name[:60]!r}]", "must be a sha256 (64 lowercase hex digits)", digest)
+
+
+def _validate_int8(check: _Checker, section: dict[str, Any], files: dict[str, Any]) -> None:
+    """The INT8 generator the section names is the one file the runtime loads for it, and is hashed."""
+    from .bundle import GENERATOR_INT8_FILE
+
+    generator = section.get("generator")
+    if generator != GENERATOR_INT8_FILE:
+        check.fail("int8.generator", f"must be {GENERATOR_INT8_FILE!r}", generator)
+    if generator not in files:
+        check.fail("files", f"does not list {generator} (named by int8.generator)", None)
 
 
 class _Checker:

@@ -140,7 +140,8 @@ class Pipeline:
         `max_wait_ms` turns on the dynamic batcher: requests from concurrent `generate` calls are merged
         into batches of up to `batch_size` inputs, waiting at most that long for company.
         `threads` is ONNX Runtime's intra-op thread count (0 = all physical cores). `precision` "fp32" or
-        "fp16" binds the backend (TensorRT engines included); "auto" = TensorRT's best engine, ONNX fp32.
+        "fp16" binds the backend (TensorRT engines included); "auto" = TensorRT's best engine, ONNX fp32;
+        "int8" = the fp32 encoder and the INT8 generator (`s2i-export int8`) on ONNX Runtime's CPU provider.
         """
         check_int("threads", threads, 0, MAX_THREADS)
         check_int("batch size", batch_size, 1, MAX_BATCH_SIZE)

@@ -96,7 +96,8 @@ def test_whole_suite_on_tiny_sizes(tiny_model, tmp_path, restore_threads):
 
 
 def test_int8_generator_quantises_and_runs(tiny_model, tmp_path):
-    from benchmarks.int8 import _generate, _session, quantize_generator
+    from s2i_export.int8 import generate_images, quantize_generator
+    from s2i_export.probes import ort_session
     from s2i_runtime.bundle import load_bundle
 
     _, bundle = tiny_model
@@ -107,8 +108,8 @@ def test_int8_generator_quantises_and_runs(tiny_model, tmp_path):
                               dims.ca_dim)
     z = rng.standard_normal((4, dims.z_dim)).astype(np.float32)
     eps = rng.standard_normal((4, dims.ca_dim)).astype(np.float32)
-    fp32 = _generate(_session(bundle / "generator.onnx", 1), embeddings[:4], z, eps)
-    quantised = _generate(_session(int8, 1), embeddings[:4], z, eps)
+    fp32 = generate_images(ort_session(bundle / "generator.onnx", 1), embeddings[:4], z, eps)
+    quantised = generate_images(ort_session(int8, 1), embeddings[:4], z, eps)
     assert quantised.shape == fp32.shape
     # int8 error, not a different picture. Not the maximum: the layout shift is computed from quantised activations,
     # so a random-weight image (noise at the pixel scale) moves by a fraction of a pixel and its sharpest edges by 0.17.

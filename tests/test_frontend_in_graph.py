@@ -196,6 +196,26 @@ def test_log_mel_only_tools_refuse_an_in_graph_bundle(waveform_bundle, tmp_path)
         open_backend(load_bundle(waveform_bundle), "tensorrt", "cuda")
 
 
+def test_int8_generator_on_an_in_graph_bundle(waveform_bundle, logmel_bundle, speech, tmp_path):
+    """INT8 touches the generator only, so a waveform bundle takes it: calibrated and checked on its own encoder."""
+    import shutil
+
+    from s2i_export.int8 import MAX_IMAGE_MAE, export_int8
+
+    images = {}
+    for name, source in (("in-graph", waveform_bundle), ("default", logmel_bundle)):
+        copy = tmp_path / name
+        shutil.copytree(source, copy)
+        section = export_int8(copy, real_audio=find_audio(default_real_sources(), 8))
+        check = section["check"]
+        assert check["passed"]
+        assert any("waveforms" in case["inputs"] for case in check["cases"]) == (name == "in-graph")
+        with Pipeline.load(copy, precision="int8", threads=1) as pipe:
+            images[name] = pipe.generate_arrays(speech[:2], seed=3)
+    for mine, theirs in zip(images["in-graph"], images["default"], strict=True):
+        assert mine.shape == theirs.shape and np.abs(mine - theirs).mean() <= MAX_IMAGE_MAE
+
+
 def test_a_manifest_that_claims_the_wrong_encoder_input_is_refused(tmp_path, capsys):
     # A log-Mel graph declared as a waveform encoder: the graph's inputs do not match, on load.
     bundle = make_bundle(tmp_path / "liar", model_overrides={"encoder_input": "waveform"})

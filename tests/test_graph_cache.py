@@ -32,7 +32,11 @@ def test_second_load_reuses_the_optimised_graphs_and_draws_the_same(cache):
         written = sorted(p.name for p in cache.iterdir())
         before = {name: (cache / name).stat().st_mtime_ns for name in written}
         expected = _images(first)
-    assert len(written) == 2 and not [n for n in written if n.startswith(".")]  # no temporaries left
+    assert not [n for n in written if n.startswith(".")]  # no temporaries left
+    graphs = [n for n in written if n.endswith(".onnx")]
+    assert len(graphs) == 2 and sorted(n for n in written if n.endswith(".data")) == [g + ".data" for g in graphs]
+    for graph in graphs:  # the weights live beside the graph, to be mapped rather than parsed
+        assert (cache / graph).stat().st_size < (cache / f"{graph}.data").stat().st_size / 10
     with _load() as second:
         assert set(second.describe()["graph_cache"].values()) == {"cache hit"}
         np.testing.assert_array_equal(_images(second), expected)
@@ -48,6 +52,18 @@ def test_a_corrupt_cached_graph_is_made_anew(cache):
         assert "cache written" in pipe.describe()["graph_cache"].values()
         _images(pipe)
     assert damaged.stat().st_size > 1000
+
+
+def test_a_truncated_weights_file_is_made_anew(cache):
+    with _load() as first:
+        expected = _images(first)
+    weights = sorted(cache.glob("generator-*.onnx.data"))[0]
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 2])
+    with _load() as pipe:
+        assert pipe.describe()["graph_cache"]["generator.onnx"] == "cache written"
+        np.testing.assert_array_equal(_images(pipe), expected)
+    assert weights.stat().st_size == size
 
 
 def test_a_changed_graph_or_runtime_gets_its_own_file():

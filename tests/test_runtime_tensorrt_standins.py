@@ -24,7 +24,7 @@ from s2i_runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from s2i_runtime.backends.tensorrt_backend import TensorRTBackend, row_runs
 from s2i_runtime.bundle import load_bundle, write_manifest
 from s2i_runtime.cuda import frontend_cuda
-from s2i_runtime.errors import BackendUnavailable, InputError
+from s2i_runtime.errors import BackendUnavailable, BundleError, InputError
 
 TRT_VERSION = "10.13.0.35"
 
@@ -229,4 +229,9 @@ def test_requested_precision_reaches_tensorrt(tmp_path, stand_ins):
         assert described["backend"] == "onnxruntime" and described["precision"] == "fp32"
         assert "precision fp16, fp32 requested" in described["notes"][0]
     with pytest.raises(InputError, match="unknown precision"):
+        Pipeline.load(only16, precision="bf16")
+    # No INT8 engines: `auto` goes to ONNX Runtime (here: no INT8 generator either), tensorrt refuses.
+    with pytest.raises(BundleError, match="no generator.int8.onnx"):
         Pipeline.load(only16, precision="int8")
+    with pytest.raises(InputError, match="no INT8 TensorRT engines"):
+        Pipeline.load(only16, backend="tensorrt", precision="int8")

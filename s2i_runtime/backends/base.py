@@ -163,7 +163,11 @@ def _stage(timings: Any, name: str):
     return timings.measure(name) if timings is not None else _NoStage()
 
 
-PRECISIONS = ("auto", "fp32", "fp16")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+# The INT8 generator runs on ONNX Runtime's CPU provider only: that is what `s2i-export int8` checked it on, and
+# no INT8 TensorRT engines are built.
+INT8_CPU_ONLY = ("precision int8 runs on the CPU only (`s2i-export int8` checked the INT8 generator on ONNX "
+                 "Runtime's CPU provider)")
 
 
 def open_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", *, threads: int = 0,
@@ -172,7 +176,8 @@ def open_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", *,
     start, else ONNX Runtime on CUDA, else ONNX Runtime on the CPU.
 
     `precision` binds every backend: "fp32" / "fp16" engines or graphs only; "auto" lets TensorRT take its
-    best engine (fp16 first) and ONNX Runtime the fp32 graphs.
+    best engine (fp16 first) and ONNX Runtime the fp32 graphs. "int8" (the fp32 encoder and the INT8
+    generator) is ONNX Runtime on the CPU only.
     """
     if backend not in BACKEND_NAMES:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
@@ -188,7 +193,9 @@ def open_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", *,
         return TensorRTBackend(bundle, precision=precision)
     notes = []
     if backend == "auto" and device != "cpu":
-        if bundle.engines:
+        if precision == "int8":
+            notes.append("tensorrt not used: no INT8 engines (precision int8 runs on ONNX Runtime's CPU provider)")
+        elif bundle.engines:
             opened, reason = _try_tensorrt(bundle, precision)
             if opened is not None:
                 return opened

@@ -18,12 +18,13 @@ from ..bundle import (
     GENERATOR_FILE,
     GENERATOR_FP16_FILE,
     GENERATOR_INPUTS,
+    GENERATOR_INT8_FILE,
     GENERATOR_OUTPUTS,
     Bundle,
 )
-from ..errors import BackendUnavailable, BundleError
+from ..errors import BackendUnavailable, BundleError, InputError
 from ..graph_cache import cached_session
-from .base import Backend, check_tensors, expected_signature
+from .base import INT8_CPU_ONLY, Backend, check_tensors, expected_signature
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
@@ -53,12 +54,14 @@ class OnnxRuntimeBackend(Backend):
         self.bundle = bundle
         self.precision = precision
         available = list(ort.get_available_providers())
+        if precision == "int8" and device == "cuda":
+            raise InputError(f"{INT8_CPU_ONLY}; use --device cpu or auto")
         if device == "cuda" and CUDA not in available:
             raise BackendUnavailable(
                 f"device cuda requested, but onnxruntime {ort.__version__} here has no CUDA provider "
                 f"(available: {', '.join(available)}); install 's2i[gpu]' (onnxruntime-gpu) or use --device cpu"
             )
-        want_cuda = device in ("cuda", "auto") and CUDA in available
+        want_cuda = device in ("cuda", "auto") and CUDA in available and precision != "int8"
         providers = [CUDA, CPU] if want_cuda else [CPU]
 
         def make_options():
@@ -66,6 +69,10 @@ class OnnxRuntimeBackend(Backend):
             options.intra_op_num_threads = max(0, int(threads))
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3  # errors only: a CUDA fallback is reported by us, once
+            # Idle intra-op threads sleep instead of spinning: the encoder's and the generator's pools and the
+            # front end's threads take turns on the same cores, and a pool spinning after its session finished
+            # slows whichever runs next (docs/performance.md, "Threads that wait").
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return options
 
         encoder_file, generator_file = ENCODER_FILE, GENERATOR_FILE
@@ -74,6 +81,13 @@ class OnnxRuntimeBackend(Backend):
             for name in (encoder_file, generator_file):
                 if not bundle.file(name).is_file():
                     raise BundleError(f"{bundle.path}: no {name}; make it with `s2i-export fp16 {bundle.path}`")
+        elif precision == "int8":
+            generator_file = GENERATOR_INT8_FILE
+            # Only a hashed one: a stray file that s2i.json does not vouch for is not loaded.
+            if generator_file not in bundle.manifest.get("files", {}) or not bundle.file(generator_file).is_file():
+                raise BundleError(
+                    f"{bundle.path}: no {generator_file}; make it with `s2i-export int8 {bundle.path}`"
+                )
         self.graph_cache: dict[str, str] = {}
         self.encoder = self._session(ort, bundle, encoder_file, make_options, providers)
         self.generator = self._session(ort, bundle, generator_file, make_options, providers)
@@ -88,6 +102,8 @@ class OnnxRuntimeBackend(Backend):
             if device == "cuda":
                 raise BackendUnavailable(f"device cuda requested: {reason}")
             self.notes.append(reason)
+        elif device == "auto" and precision == "int8":
+            self.notes.append(f"{INT8_CPU_ONLY}: running on the CPU")
         elif device == "auto" and not want_cuda:
             self.notes.append("no CUDA provider in this onnxruntime build: running on the CPU")
         self.providers = active

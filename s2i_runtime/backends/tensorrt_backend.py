@@ -265,6 +265,11 @@ class TensorRTBackend(Backend):
         self.notes = []
         self.bundle = bundle
         self._plans = None
+        if precision == "int8":
+            raise InputError(
+                "precision int8: no INT8 TensorRT engines are built (the INT8 generator runs on ONNX Runtime's CPU "
+                "provider); use --backend onnxruntime --device cpu, or precision fp16/fp32 here"
+            )
         if bundle.encoder_input != LOGMEL_INPUT:
             # Its engine profiles and buffers are shaped for log-Mel input; samples would need their own.
             raise BackendUnavailable(
