@@ -1,5 +1,5 @@
 # Rebuild the shipped default model from scratch: data -> judges -> teacher, checkers -> encoder -> generator ->
-# eval -> ONNX bundle -> s2i_runtime/default_bundle/.   `make default-model`
+# eval -> ONNX bundle (+ the judge-checked INT8 generator) -> s2i_runtime/default_bundle/.   `make default-model`
 # Override the locations, e.g.  make default-model DATA=/tmp/shapes RUN=/tmp/run64
 # Any stage can be continued after an interruption with `s2i-train <stage> --run $(RUN) --resume`.
 
@@ -41,6 +41,7 @@ $(RUN)/eval.json: $(RUN)/generator.safetensors
 
 export: $(RUN)/eval.json
 	$(BIN)/s2i-export onnx --run $(RUN) --out $(RUN)/bundle
+	$(BIN)/s2i-export int8 $(RUN)/bundle --run $(RUN) --data $(DATA)
 	rm -rf $(BUNDLE_OUT).tmp && cp -r $(RUN)/bundle $(BUNDLE_OUT).tmp
 	chmod -R a+rX $(BUNDLE_OUT).tmp
 	rm -rf $(BUNDLE_OUT) && mv $(BUNDLE_OUT).tmp $(BUNDLE_OUT)

@@ -110,6 +110,24 @@ def test_threads_and_reused_buffers_do_not_change_features():
     np.testing.assert_array_equal(batch, parallel)
 
 
+def test_a_clip_in_a_large_batch_gets_the_features_it_gets_alone():
+    from s2i_runtime.frontend import _clip_groups
+
+    rng = np.random.default_rng(5)
+    clips = [(0.1 * rng.standard_normal(int(n))).astype(np.float32) for n in rng.integers(1, 5 * SR, size=23)]
+    clips[7] = (1e30 * SIGNALS["white noise"]).astype(np.float32)  # float32 power overflows: retried alone
+    lengths = np.array([FrontendSpec().num_frames(c.size) for c in clips])
+    groups = _clip_groups(lengths, 2)
+    assert len(groups) % 2 == 0 and groups[0][0] == 0 and groups[-1][1] == len(clips)
+    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))
+    for threads in (1, 0):
+        features, got = logmel_batch(clips, threads=threads)
+        assert got.tolist() == lengths.tolist()
+        for row, clip, length in zip(features, clips, lengths, strict=True):
+            np.testing.assert_array_equal(row[:, :length], logmel(clip))
+            assert (row[:, length:] == -80.0).all()
+
+
 def test_samples_beyond_float32_power_range_match_the_reference():
     audio = (1e30 * SIGNALS["white noise"]).astype(np.float32)
     with np.errstate(all="raise"):

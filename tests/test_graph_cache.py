@@ -66,6 +66,13 @@ def test_a_truncated_weights_file_is_made_anew(cache):
     assert weights.stat().st_size == size
 
 
+def test_idle_onnxruntime_threads_sleep_rather_than_spin(cache):
+    # Two sessions' pools and the front end's threads share the cores: a spinning pool slows the next stage.
+    with _load() as pipe:
+        for session in (pipe.backend.encoder, pipe.backend.generator):
+            assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_a_changed_graph_or_runtime_gets_its_own_file():
     key = graph_cache.cache_key("a" * 64, "1.0", "ALL")
     assert key != graph_cache.cache_key("b" * 64, "1.0", "ALL")
