@@ -152,7 +152,7 @@ class _Scratch:
 
 
 _spare_scratch: list[_Scratch] = []
-_SPARE_SCRATCH = os.cpu_count() or 1  # os.cpu_count() reads /sys: ~20 us, too slow to ask at every call
+_SPARE_SCRATCH = os.cpu_count() or 1  # asked once: os.cpu_count() reads /sys at every call
 _scratch_lock = threading.Lock()
 
 
@@ -211,9 +211,9 @@ def _reflect_index(index: np.ndarray, length: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _band_groups(spec: FrontendSpec) -> tuple[tuple[slice, slice, np.ndarray], ...]:
+def _band_groups(spec: FrontendSpec) -> tuple[tuple[slice, slice, np.ndarray, int], ...]:
     """The filterbank cut into runs of neighbouring bands, each with the bins it touches: (bands, bins,
-    float32 weights (bins, bands)).
+    float32 weights (bins, bands), frames per product call).
 
     Each bin feeds at most two of the 40 triangles, so a dense product wastes 95% of its work; one product
     per run skips most of that, and a few runs (not one per band) keep the number of BLAS calls small: a
@@ -235,7 +235,11 @@ def _band_groups(spec: FrontendSpec) -> tuple[tuple[slice, slice, np.ndarray], .
         lo, hi = min(low[first:last]), max(high[first:last])
         block = np.ascontiguousarray(weights[first:last, lo:hi].T, dtype=np.float32)
         block.setflags(write=False)
-        groups.append((slice(first, last), slice(lo, hi), block))
+        # Frames per call: below OpenBLAS's multithreading threshold, so that the product stays on the calling
+        # thread instead of waking BLAS threads that would compete with the front end's own; whole blocks, so
+        # that a frame's sums are the same whichever clips, runs or threads it was computed with.
+        rows = max(1, _SINGLE_THREAD_PRODUCT // block.size // _FRAMES_PER_BLOCK) * _FRAMES_PER_BLOCK
+        groups.append((slice(first, last), slice(lo, hi), block, rows))
         first = last
     return tuple(groups)
 
@@ -391,12 +395,8 @@ def _mel_power(frames: list[np.ndarray], starts: np.ndarray, mel: np.ndarray, fi
             np.add(pairs[:, 0::2], pairs[:, 1::2], out=power[begin - first : end - first], casting="same_kind")
         for clip in clips:
             low, high = max(first, starts[clip]), min(last, starts[clip + 1])
-            for bands, bins, weights in _band_groups(spec):
-                # Rows per call: below OpenBLAS's multithreading threshold, so that the product stays on this
-                # thread instead of waking BLAS threads that would compete with the front end's own; counted
-                # in whole blocks from the clip's first frame, so that a frame's sums are the same whichever
-                # clips, runs or threads it was computed with.
-                step = max(1, _SINGLE_THREAD_PRODUCT // weights.size // _FRAMES_PER_BLOCK) * _FRAMES_PER_BLOCK
+            for bands, bins, weights, step in _band_groups(spec):
+                # Cuts counted from the clip's first frame, as logmel of the clip alone makes them.
                 inner = range(int(starts[clip]) + step, high, step)
                 cuts = [low, *(cut for cut in inner if cut > low), high]
                 for begin, end in zip(cuts[:-1], cuts[1:], strict=False):

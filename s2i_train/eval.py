@@ -163,7 +163,8 @@ def _speech_retrieval(speech: torch.Tensor, captions) -> dict[str, Any]:
     return _self_retrieval(speech, captions, "speech_to_speech")
 
 
-def _accuracy(probs: dict[str, torch.Tensor], labels: torch.Tensor, names) -> dict[str, float]:
+def attribute_accuracy(probs: dict[str, torch.Tensor], labels: torch.Tensor, names) -> dict[str, float]:
+    """Per attribute in `names`, how often the most probable class is the label (labels in ATTRIBUTES order)."""
     return {n: float((probs[n].argmax(1) == labels[:, ATTRIBUTES.index(n)]).float().mean()) for n in names}
 
 
@@ -317,7 +318,7 @@ def _judge_on_real_holdout(inputs: EvalInputs) -> dict[str, Any]:
     images = inputs.test_images
     rows = torch.nonzero(judge_holdout(images, inputs.config.judge.holdout_fraction)).flatten()
     probs, _ = judge_read(inputs.judge, images.images(rows, inputs.judge_size))
-    return {"images": len(rows), **_accuracy(probs, images.attributes[rows], ATTRIBUTES)}
+    return {"images": len(rows), **attribute_accuracy(probs, images.attributes[rows], ATTRIBUTES)}
 
 
 def _judge_reads_of_real(inputs: EvalInputs) -> RealReads:
@@ -441,7 +442,7 @@ def _generated_accuracies(inputs: EvalInputs, samples: Samples) -> dict[str, Any
     return {
         "captions": len(samples.pick),
         "images_per_caption": k,
-        "judge_accuracy": _accuracy(probs, labels, ATTRIBUTES),
+        "judge_accuracy": attribute_accuracy(probs, labels, ATTRIBUTES),
         "judge_all_three_correct": float(samples.correct().float().mean()),
         "teacher_accuracy": teacher_accuracy,
         # The background is only asked for where the caption names it.

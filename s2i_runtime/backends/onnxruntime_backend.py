@@ -71,7 +71,7 @@ class OnnxRuntimeBackend(Backend):
             options.log_severity_level = 3  # errors only: a CUDA fallback is reported by us, once
             # Idle intra-op threads sleep instead of spinning: the encoder's and the generator's pools and the
             # front end's threads take turns on the same cores, and a pool spinning after its session finished
-            # slows whichever runs next (docs/performance.md, "Threads that wait").
+            # slows whichever runs next (docs/performance.md, "What changed (2026-12-06)").
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return options
 
