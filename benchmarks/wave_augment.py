@@ -60,11 +60,14 @@ def contenders(clips: list[np.ndarray], rng: np.random.Generator) -> dict[str, C
         return lambda: [fn(c) for c in clips]
 
     rir_08 = wa.room_impulse_response(0.8, rng)
-    full = wa.WaveAugmentConfig(speed=0.1, noise_prob=1.0, reverb_prob=1.0, telephone_prob=1.0, gain_db=(-6.0, 6.0),
+    full = wa.WaveAugmentConfig(speed=0.1, voice_prob=1.0, pitch_factor=(0.8, 2.2), formant_factor=(0.9, 1.25),
+                                noise_prob=1.0, reverb_prob=1.0, telephone_prob=1.0, gain_db=(-6.0, 6.0),
                                 clip_prob=1.0, silence_s=0.5)
     no_telephone = dataclasses.replace(full, telephone_prob=0.0)
     return {
         "speed 0.9-1.1": each(lambda c: wa.speed_perturb(c, rng.uniform(0.9, 1.1))),
+        "voice shift, pitch 0.8-2.2, formant 0.9-1.25": each(
+            lambda c: wa.voice_shift(c, np.exp(rng.uniform(np.log(0.8), np.log(2.2))), rng.uniform(0.9, 1.25))),
         "RIR build, RT60 0.1-0.8 s": each(lambda c: wa.room_impulse_response(rng.uniform(0.1, 0.8), rng)),
         "reverberate, RT60 0.8 s RIR given": each(lambda c: wa.reverberate(c, rir_08)),
         "reverb (RIR + convolution), 0.1-0.8 s": each(

@@ -169,6 +169,7 @@ def serve(
     bundle: Optional[Path] = BundleOption,  # noqa: UP045
     backend: str = BackendOption,
     device: str = DeviceOption,
+    precision: str = PrecisionOption,
     threads: int = ThreadsOption,
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Most inputs per shared model batch."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for company."),
@@ -185,7 +186,8 @@ def serve(
 
     if (why := missing_extra()) is not None:
         raise fail(why)
-    config = ServeConfig(host=host, port=port, bundle=bundle, backend=backend, device=device, threads=threads,
+    config = ServeConfig(host=host, port=port, bundle=bundle, backend=backend, device=device, precision=precision,
+                         threads=threads,
                          batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
                          max_upload_bytes=int(max_upload_mb * 2**20), max_images=max_images,
                          timeout_s=timeout_s, access_log=access_log)

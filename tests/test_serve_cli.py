@@ -91,3 +91,12 @@ def test_sigterm_also_stops_it(tiny_bundle):  # noqa: F811
     code = server.stop()
     assert code in (0, -signal.SIGTERM), server.stderr
     assert "Traceback" not in server.stderr
+
+
+def test_precision_int8_serves_the_int8_generator_or_says_why_not(tiny_bundle):  # noqa: F811
+    """The shipped bundle has the INT8 generator; a bundle without it stops the server before it listens."""
+    with ServerProcess(["--precision", "int8", "--threads", "1"], env=ENV) as server:
+        assert server.ready["precision"] == "int8" and server.ready["device"] == "cpu"
+        assert http(server.url + "healthz")[0] == 200
+    with pytest.raises(ServerExited, match=r"no generator\.int8\.onnx; make it with `s2i-export int8 "):
+        ServerProcess(["--bundle", tiny_bundle, "--precision", "int8"], env=ENV).start()

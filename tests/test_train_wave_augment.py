@@ -14,8 +14,9 @@ from s2i_train.train import wave_augment as wa
 
 SR = wa.SAMPLE_RATE
 EXAMPLES = Path(wa.__file__).resolve().parents[2] / "s2i_runtime" / "examples"
-EVERYTHING = wa.WaveAugmentConfig(speed=0.1, noise_prob=1.0, reverb_prob=1.0, telephone_prob=1.0,
-                                  gain_db=(-6.0, 6.0), clip_prob=1.0, silence_s=0.3)
+EVERYTHING = wa.WaveAugmentConfig(speed=0.1, voice_prob=1.0, pitch_factor=(0.8, 2.0), formant_factor=(0.9, 1.25),
+                                  noise_prob=1.0, reverb_prob=1.0, telephone_prob=1.0, gain_db=(-6.0, 6.0),
+                                  clip_prob=1.0, silence_s=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,7 @@ def _all_outputs(speech, pool):
     rir = wa.room_impulse_response(0.5, rng)
     return {
         "speed": wa.speed_perturb(speech, 1.1),
+        "voice_shift": wa.voice_shift(speech, 1.7, 1.15),
         "white": wa.white_noise(n, rng),
         "pink": wa.pink_noise(n, rng),
         "add_noise": wa.add_noise(speech, wa.pink_noise(n, rng), 10.0),
@@ -78,7 +80,7 @@ def test_every_output_is_a_finite_float32_wave(speech, pool):
     for name, out in outputs.items():
         assert out.dtype == np.float32 and out.ndim == 1 and out.size > 0, name
         assert np.isfinite(out).all(), name
-    same_length = ("add_noise", "reverberate", "telephone", "condition clean", "condition noisy_room",
+    same_length = ("voice_shift", "add_noise", "reverberate", "telephone", "condition clean", "condition noisy_room",
                    "condition telephone")
     assert all(outputs[name].size == speech.size for name in same_length)
     assert outputs["white"].size == outputs["pink"].size == speech.size
@@ -112,12 +114,15 @@ def test_everything_off_is_identity(speech):
     assert not config.enabled
     out = wa.augment(speech, config, np.random.default_rng(0))
     assert out.dtype == np.float32 and np.array_equal(out, speech)
-    for switch in ({"speed": 0.1}, {"noise_prob": 0.5}, {"reverb_prob": 0.5}, {"telephone_prob": 0.5},
-                   {"gain_db": (-3.0, 3.0)}, {"clip_prob": 0.5}, {"silence_s": 0.2}):
+    for switch in ({"speed": 0.1}, {"voice_prob": 0.5}, {"noise_prob": 0.5}, {"reverb_prob": 0.5},
+                   {"telephone_prob": 0.5}, {"gain_db": (-3.0, 3.0)}, {"clip_prob": 0.5}, {"silence_s": 0.2}):
         assert wa.WaveAugmentConfig(**switch).enabled, switch
     assert not wa.WaveAugmentConfig(gain_db=[0.0, 0.0]).enabled  # as a TOML config gives it
     with pytest.raises(ValueError):
         wa.WaveAugmentConfig(noise_kinds=("traffic",))
+    for bad in ({"pitch_factor": (0.0, 2.0)}, {"formant_factor": (1.2, 1.1)}):
+        with pytest.raises(ValueError, match="increasing pair of positive factors"):
+            wa.WaveAugmentConfig(**bad)
 
 
 @pytest.mark.parametrize("kind", ["white", "pink", "babble"])
@@ -204,6 +209,51 @@ def test_speed_changes_length_and_pitch_by_the_factor(factor):
     freqs = np.fft.rfftfreq(out.size, 1 / SR)
     assert freqs[np.argmax(np.abs(np.fft.rfft(out)))] == pytest.approx(440 * factor, abs=1.0)
     assert np.array_equal(wa.speed_perturb(tone, 1.0), tone)
+
+
+def _vowel(f0: float, formant_hz: float, seconds: float = 1.5) -> np.ndarray:
+    """A pulse train at f0 through one resonance (120 Hz wide) at formant_hz: a vowel with one formant."""
+    pulses = np.zeros(int(seconds * SR))
+    pulses[np.arange(0, pulses.size, SR / f0).astype(int)] = 1.0
+    radius, angle = np.exp(-np.pi * 120 / SR), 2 * np.pi * formant_hz / SR
+    # The resonator's impulse response, long enough to die away, applied by FFT convolution.
+    t = np.arange(SR // 10)
+    response = radius ** t * np.sin(angle * (t + 1)) / np.sin(angle)
+    return np.fft.irfft(np.fft.rfft(pulses, 2 * pulses.size) * np.fft.rfft(response, 2 * pulses.size))[
+        : pulses.size].astype(np.float32)
+
+
+def _harmonic_spacing_and_formant(wave: np.ndarray) -> tuple[float, float]:
+    """The spacing of the spectrum's strongest peaks (F0), and the power-weighted mean frequency in 200-3000 Hz
+    (where the single formant is)."""
+    middle = wave[SR // 4: SR // 4 + SR]
+    power = np.abs(np.fft.rfft(middle * np.hanning(middle.size))) ** 2
+    freqs = np.fft.rfftfreq(middle.size, 1 / SR)
+    band = (freqs > 200) & (freqs < 3000)
+    peaks = [k for k in range(1, power.size - 1) if power[k] >= power[k - 1] and power[k] >= power[k + 1]]
+    strongest = sorted(sorted(peaks, key=lambda k: power[k])[-6:])
+    return float(np.min(np.diff(freqs[strongest]))), float(np.sum(freqs[band] * power[band]) / np.sum(power[band]))
+
+
+@pytest.mark.parametrize("pitch, formant", [(1.6, 1.0), (1.0, 1.2), (1.7, 1.15), (0.8, 0.9)])
+def test_voice_shift_moves_pitch_and_formant_apart(pitch, formant):
+    vowel = _vowel(120.0, 800.0)
+    spacing, centre = _harmonic_spacing_and_formant(vowel)
+    assert spacing == pytest.approx(120.0, abs=2.0) and centre == pytest.approx(800.0, rel=0.05)
+    out = wa.voice_shift(vowel, pitch, formant)
+    assert out.dtype == np.float32 and out.size == vowel.size
+    assert np.sqrt(np.mean(np.square(out[SR // 10:-SR // 10]))) == pytest.approx(
+        np.sqrt(np.mean(np.square(vowel[SR // 10:-SR // 10]))), rel=0.1)
+    spacing, centre = _harmonic_spacing_and_formant(out)
+    assert spacing == pytest.approx(120.0 * pitch, abs=2.0)
+    assert centre == pytest.approx(800.0 * formant, rel=0.06)
+
+
+def test_voice_shift_identity_and_reconstruction(speech):
+    assert np.array_equal(wa.voice_shift(speech, 1.0, 1.0), speech)
+    assert np.abs(wa._istft(wa._stft(speech))[: speech.size] - speech).max() < 1e-5
+    with pytest.raises(ValueError):
+        wa.voice_shift(speech, 0.0, 1.0)
 
 
 def test_silence_pads_are_bounded_quiet_and_not_digital_zero(speech):

@@ -17,6 +17,7 @@ class ServeConfig:
     bundle: str | os.PathLike | None = None  # None: the model shipped with the runtime
     backend: str = "auto"
     device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | fp16 | int8, as for `s2i-run infer`
     threads: int = 0  # ONNX Runtime intra-op threads (0 = all physical cores)
     # The dynamic batcher: requests from all clients share batches of up to `batch_size` inputs, each
     # batch waiting at most `max_wait_ms` for company after its first request arrived.

@@ -85,7 +85,8 @@ class ImageService:
     def open(cls, config: ServeConfig) -> ImageService:
         """Load the model once; every request shares it through the dynamic batcher."""
         pipe = Pipeline.load(config.bundle, backend=config.backend, device=config.device,
-                             batch_size=config.batch_size, max_wait_ms=config.max_wait_ms, threads=config.threads)
+                             batch_size=config.batch_size, max_wait_ms=config.max_wait_ms, threads=config.threads,
+                             precision=config.precision)
         service = cls(pipe, config)
         service.warm_up()
         return service

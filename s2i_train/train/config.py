@@ -130,7 +130,7 @@ class EncoderTrainConfig:
     # 0 = off.
     background_weight: float = 0.0
     augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
-    # Augmentation of the sound itself (speed, room, noise, telephone, gain, silence), drawn afresh every step;
+    # Augmentation of the sound itself (voice, speed, room, noise, telephone, gain, silence), drawn afresh every step;
     # when on, each step computes its features from the augmented waves instead of the cached features.
     wave_augment: WaveAugmentConfig = dataclasses.field(default_factory=WaveAugmentConfig)
     model: SpeechEncoderConfig = dataclasses.field(default_factory=SpeechEncoderConfig)

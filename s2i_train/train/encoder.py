@@ -11,6 +11,7 @@ The teacher's features of every training image are computed once: it is frozen.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,7 @@ class EncoderWithHead(nn.Module):
 
 class EncoderStage:
     name = ENCODER
+    _augment_pool: ThreadPoolExecutor | None = None
 
     def __init__(self, config: TrainConfig, run_dir: Path):
         self.config = config
@@ -249,13 +251,20 @@ class EncoderStage:
     def augmented_batch(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of the step's captions after waveform augmentation; every draw depends only on (seed, step,
         rank), so a resumed run sees the same sounds."""
-        rng = np.random.default_rng([self.config.run.seed, step, distributed.rank(), 17])
         bank = self.waves
 
         def babble_voice(r: np.random.Generator) -> np.ndarray:
             return bank.wave(int(r.integers(len(bank))))
 
-        waves = [augment_wave(bank.wave(int(i)), self.cfg.wave_augment, rng, babble_voice) for i in idx.tolist()]
+        def augmented(row: int, caption: int) -> np.ndarray:
+            rng = np.random.default_rng([self.config.run.seed, step, distributed.rank(), 17, row])
+            return augment_wave(bank.wave(caption), self.cfg.wave_augment, rng, babble_voice)
+
+        if self._augment_pool is None:
+            # The model's threads wait while the batch is augmented; numpy and soxr release the GIL, so the
+            # captions are augmented on as many threads, each with its own generator (the same result in any order).
+            self._augment_pool = ThreadPoolExecutor(max(1, torch.get_num_threads()), "wave-augment")
+        waves = list(self._augment_pool.map(augmented, range(len(idx)), idx.tolist()))
         longest = max(len(w) for w in waves)
         batch = torch.zeros(len(waves), longest, dtype=torch.float32)
         for row, wave in enumerate(waves):

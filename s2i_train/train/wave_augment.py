@@ -30,11 +30,23 @@ _TELEPHONE_RATE = 8000
 _TELEPHONE_BAND_HZ = (300.0, 3400.0)
 _TELEPHONE_EDGE_HZ = 100.0
 _MU = 255.0
+# The voice shift's STFT: 64 ms frames resolve the harmonics of a 85 Hz voice; 75% overlap keeps the phase
+# vocoder's stretched frames smooth.
+_SHIFT_FFT = 1024
+_SHIFT_HOP = 256
+# Cepstral coefficients kept for the spectral envelope: 1.9 ms of quefrency, below the pitch period of any voice
+# up to about 500 Hz, so the envelope holds the vocal tract and not the harmonics.
+_ENVELOPE_LIFTER = 30
+# The envelope correction never boosts or cuts a bin by more than 24 dB: spectral valleys hold mostly noise.
+_MAX_LOG_GAIN = 24.0 / 20.0 * np.log(10.0)
 
 
 @dataclasses.dataclass
 class WaveAugmentConfig:
     speed: float = 0.0  # speed perturbation: factor uniform in [1-speed, 1+speed] (tempo and pitch); 0 = off
+    voice_prob: float = 0.0  # probability of a voice shift: pitch and vocal tract moved apart, tempo kept
+    pitch_factor: tuple[float, float] = (1.0, 1.0)  # F0 times a factor log-uniform in this range
+    formant_factor: tuple[float, float] = (1.0, 1.0)  # spectral envelope stretched by a factor log-uniform here
     noise_prob: float = 0.0  # probability of additive noise per utterance
     snr_db: tuple[float, float] = (0.0, 30.0)
     noise_kinds: tuple[str, ...] = NOISE_KINDS
@@ -53,11 +65,16 @@ class WaveAugmentConfig:
             raise ValueError("speed must be in [0, 1)")
         if self.rt60_s[0] <= 0 or self.rt60_s[1] < self.rt60_s[0]:
             raise ValueError("rt60_s must be an increasing pair of positive seconds")
+        for name in ("pitch_factor", "formant_factor"):
+            low, high = getattr(self, name)
+            if low <= 0 or high < low:
+                raise ValueError(f"{name} must be an increasing pair of positive factors")
 
     @property
     def enabled(self) -> bool:
         return (
             self.speed > 0
+            or self.voice_prob > 0
             or self.noise_prob > 0
             or self.reverb_prob > 0
             or self.telephone_prob > 0
@@ -72,10 +89,10 @@ def augment(
 ) -> np.ndarray:
     """One random augmentation of `wave` (the wave itself, as float32, when `config` is all off).
 
-    The order follows the path sound takes: the speaker's rate (speed), the room (reverb), other sources
-    heard at the microphone (noise, after the room: diffuse or near noise is not reverberated with the
-    talker), the channel carrying the mixture (telephone), the recording level and converter (gain,
-    clipping), and where the recording starts and stops (silence, last, at the clip's own noise floor).
+    The order follows the path sound takes: the speaker's voice (pitch and vocal tract, then rate), the room
+    (reverb), other sources heard at the microphone (noise, after the room: diffuse or near noise is not
+    reverberated with the talker), the channel carrying the mixture (telephone), the recording level and
+    converter (gain, clipping), and where the recording starts and stops (silence, last, at the clip's own noise floor).
 
     `babble_pool(rng)` returns one other training utterance and must draw only from the generator it is
     given, or the result is no longer reproducible. Babble without a pool falls back to pink noise.
@@ -83,6 +100,8 @@ def augment(
     wave = _as_wave(wave)
     if not config.enabled:
         return wave
+    if config.voice_prob > 0 and rng.random() < config.voice_prob:
+        wave = voice_shift(wave, _log_uniform(rng, config.pitch_factor), _log_uniform(rng, config.formant_factor))
     if config.speed > 0:
         wave = speed_perturb(wave, rng.uniform(1.0 - config.speed, 1.0 + config.speed))
     if config.reverb_prob > 0 and rng.random() < config.reverb_prob:
@@ -114,6 +133,30 @@ def speed_perturb(wave: np.ndarray, factor: float, sample_rate: int = SAMPLE_RAT
         return wave.copy()
     # Resampling from a pretended rate of factor * sample_rate down to sample_rate shortens by the factor.
     return soxr.resample(wave, sample_rate * factor, sample_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def voice_shift(wave: np.ndarray, pitch: float, formant: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Another speaker's voice from this one: F0 times `pitch`, the spectral envelope (the formants) stretched
+    along frequency by `formant`, the tempo and length kept, the RMS kept.
+
+    A female voice is roughly a male one with pitch ~1.7 and formant ~1.15. The envelope is corrected first,
+    to where the formants must be before the pitch shift moves them (the cepstrally smoothed log spectrum read
+    at f * pitch / formant); then a phase vocoder stretches time by `pitch` and resampling plays the result
+    `pitch` times faster, moving every frequency by `pitch` and restoring the length.
+    """
+    wave = _as_wave(wave)
+    if pitch <= 0 or formant <= 0:
+        raise ValueError("pitch and formant factors must be positive")
+    if (pitch == 1.0 and formant == 1.0) or wave.size == 0:
+        return wave.copy()
+    spectrum = _stft(wave)
+    magnitude, phase = np.abs(spectrum), np.angle(spectrum)
+    magnitude *= _envelope_gain(magnitude, pitch / formant)
+    stretched = _istft(_phase_vocoder(magnitude, phase, pitch))
+    shifted = speed_perturb(stretched, pitch, sample_rate) if pitch != 1.0 else stretched
+    out = np.zeros(wave.size, dtype=np.float32)
+    out[: min(shifted.size, wave.size)] = shifted[: wave.size]
+    return _match_rms(out, wave)
 
 
 def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -252,6 +295,89 @@ def condition(name: str, wave: np.ndarray, seed: int, babble_pool: BabblePool | 
     kind = ("pink", "babble")[rng.integers(2)]
     room = reverberate(wave, room_impulse_response(rt60_s, rng))
     return _fit(add_noise(room, _noise(kind, wave.size, rng, babble_pool), snr_db))
+
+
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    return float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else float(low)
+
+
+def _stft(wave: np.ndarray) -> np.ndarray:
+    """(frames, bins) complex spectrum, Hann windows, the wave zero-padded by half a frame at each end."""
+    half = _SHIFT_FFT // 2
+    padded = np.pad(wave, (half, half + _SHIFT_HOP))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, _SHIFT_FFT)[::_SHIFT_HOP]
+    return np.fft.rfft(frames * _shift_window(), axis=1)
+
+
+def _istft(spectrum: np.ndarray) -> np.ndarray:
+    """Weighted overlap-add of Hann-windowed frames, the inverse of _stft (padding removed)."""
+    window = _shift_window()
+    overlap = _SHIFT_FFT // _SHIFT_HOP
+    frames = (np.fft.irfft(spectrum, _SHIFT_FFT, axis=1) * window).reshape(len(spectrum), overlap, _SHIFT_HOP)
+    hops = np.zeros((len(spectrum) + overlap - 1, _SHIFT_HOP), dtype=np.float32)
+    weight = np.zeros_like(hops)
+    for part in range(overlap):  # each frame's part-th hop lands on output hop frame + part
+        hops[part: part + len(spectrum)] += frames[:, part]
+        weight[part: part + len(spectrum)] += np.square(window[part * _SHIFT_HOP: (part + 1) * _SHIFT_HOP])
+    half = _SHIFT_FFT // 2
+    return (hops / np.maximum(weight, np.float32(1e-3))).ravel()[half: hops.size - half]
+
+
+def _shift_window() -> np.ndarray:
+    return np.hanning(_SHIFT_FFT + 1)[:-1].astype(np.float32)
+
+
+def _envelope_gain(magnitude: np.ndarray, stretch: float) -> np.ndarray:
+    """Per frame and bin, the gain that moves the spectral envelope E(k) to E(k * stretch).
+
+    E is the cepstrally smoothed log magnitude, from the first _ENVELOPE_LIFTER cepstral coefficients c_n:
+    E(k) = c_0 + 2 sum_n c_n cos(2 pi n k / N), which can be read at fractional bins, the stretched ones too.
+    Both the cepstrum and the shift are small matrix products, written with einsum: BLAS would start its own
+    threads for each, and training augments several captions at once on threads of its own.
+    """
+    cepstrum = np.einsum("fk,kn->fn", np.log(magnitude + np.float32(1e-9)), _cepstrum_basis())
+    shift = np.einsum("fn,nk->fk", cepstrum, _envelope_shift_basis(stretch))
+    return np.exp(np.clip(shift, -_MAX_LOG_GAIN, _MAX_LOG_GAIN))
+
+
+def _cepstrum_basis() -> np.ndarray:
+    """(bins, lifter): a real, even log spectrum of _SHIFT_FFT points to its first cepstral coefficients."""
+    bins = np.arange(_SHIFT_FFT // 2 + 1)[:, None]
+    counted = np.where((bins == 0) | (bins == _SHIFT_FFT // 2), 1.0, 2.0)  # each inner bin stands for two
+    basis = counted * np.cos(2 * np.pi * bins * np.arange(_ENVELOPE_LIFTER) / _SHIFT_FFT) / _SHIFT_FFT
+    return basis.astype(np.float32)
+
+
+def _envelope_shift_basis(stretch: float) -> np.ndarray:
+    """(lifter, bins): cepstral coefficients to E(k * stretch) - E(k), stretched bins held at the last one."""
+    bins = np.arange(_SHIFT_FFT // 2 + 1)
+    moved = np.minimum(bins * stretch, bins[-1])
+    weights = np.where(np.arange(_ENVELOPE_LIFTER) == 0, 1.0, 2.0)[:, None]
+    n = np.arange(_ENVELOPE_LIFTER)[:, None]
+    basis = weights * (np.cos(2 * np.pi * n * moved / _SHIFT_FFT) - np.cos(2 * np.pi * n * bins / _SHIFT_FFT))
+    return basis.astype(np.float32)
+
+
+def _phase_vocoder(magnitude: np.ndarray, phase: np.ndarray, stretch: float) -> np.ndarray:
+    """The STFT of the same sound `stretch` times longer: frames read at fractional positions, magnitudes
+    interpolated, each bin's phase advanced by its measured frequency so the partials stay continuous."""
+    positions = np.arange(0.0, len(magnitude) - 1, 1.0 / stretch)
+    below = positions.astype(int)
+    weight = (positions - below)[:, None].astype(np.float32)
+    magnitude = (1.0 - weight) * magnitude[below] + weight * magnitude[below + 1]
+    expected = (2.0 * np.pi * _SHIFT_HOP / _SHIFT_FFT * np.arange(magnitude.shape[1])).astype(np.float32)
+    deviation = np.diff(phase, axis=0) - expected
+    deviation -= np.float32(2.0 * np.pi) * np.rint(deviation * np.float32(0.5 / np.pi))  # into [-pi, pi]
+    accumulated = np.empty_like(magnitude)
+    accumulated[0] = phase[0]
+    np.cumsum((expected + deviation)[below[:-1]], axis=0, out=accumulated[1:])
+    accumulated[1:] += phase[0]
+    # cos and sin rather than exp(1j * x): numpy's complex64 exp is several times slower.
+    out = np.empty(magnitude.shape, dtype=np.complex64)
+    out.real = magnitude * np.cos(accumulated)
+    out.imag = magnitude * np.sin(accumulated)
+    return out
 
 
 def _noise(kind: str, n: int, rng: np.random.Generator, babble_pool: BabblePool | None) -> np.ndarray:
