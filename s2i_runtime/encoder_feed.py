@@ -31,6 +31,9 @@ class LogMelFeed:
     def prepare(self, audio: np.ndarray, backend: Any) -> np.ndarray:
         return backend.logmel(audio, self.spec)
 
+    def prepare_each(self, audios: list[np.ndarray], backend: Any) -> list[np.ndarray]:
+        return backend.logmel_each(audios, self.spec)
+
     def frames(self, item: np.ndarray) -> int:
         return int(item.shape[1])
 
@@ -49,6 +52,9 @@ class WaveformFeed:
 
     def prepare(self, audio: np.ndarray, backend: Any) -> np.ndarray:
         return np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+
+    def prepare_each(self, audios: list[np.ndarray], backend: Any) -> list[np.ndarray]:
+        return [self.prepare(audio, backend) for audio in audios]
 
     def frames(self, item: np.ndarray) -> int:
         return self.spec.num_frames(int(item.size))

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
@@ -278,20 +278,47 @@ def logmel_batch(
     features are the same whatever it is batched with, and the same as `logmel` gives.
     Returns (features (B, n_mels, T) float32, lengths (B,) int64 in frames).
     """
+    clips, lengths = _clips_and_frames(audios, spec)
+    width = max(int(lengths.max()), spec.min_frames)
+    batch = np.full((len(clips), spec.n_mels, width), spec.pad_value, dtype=np.float32)
+
+    def put(row: int, mel: np.ndarray) -> None:
+        batch[row, :, : mel.shape[0]] = mel.T
+
+    _grouped(clips, lengths, spec, threads, put)
+    return batch, lengths
+
+
+def logmel_each(audios: list[np.ndarray], spec: FrontendSpec = FrontendSpec(), threads: int = 0) -> list[np.ndarray]:
+    """Features of several utterances, unpadded: each (n_mels, frames) float32, equal to `logmel`'s, computed
+    together as in logmel_batch."""
+    clips, lengths = _clips_and_frames(audios, spec)
+    out: list[np.ndarray | None] = [None] * len(clips)
+
+    def put(row: int, mel: np.ndarray) -> None:
+        out[row] = mel.T.copy()
+
+    _grouped(clips, lengths, spec, threads, put)
+    return out
+
+
+def _clips_and_frames(audios: list[np.ndarray], spec: FrontendSpec) -> tuple[list[np.ndarray], np.ndarray]:
     if not audios:
-        raise ValueError("logmel_batch needs at least one utterance")
+        raise ValueError("the front end needs at least one utterance")
     clips = [np.asarray(audio).reshape(-1) for audio in audios]
     if any(clip.size == 0 for clip in clips):
         raise ValueError("cannot compute features of empty audio")
-    lengths = np.array([spec.num_frames(clip.size) for clip in clips], dtype=np.int64)
-    width = max(int(lengths.max()), spec.min_frames)
-    batch = np.full((len(clips), spec.n_mels, width), spec.pad_value, dtype=np.float32)
+    return clips, np.array([spec.num_frames(clip.size) for clip in clips], dtype=np.int64)
+
+
+def _grouped(clips: list[np.ndarray], lengths: np.ndarray, spec: FrontendSpec, threads: int,
+             put: Callable[[int, np.ndarray], None]) -> None:
+    """put(row, features (frames, n_mels)) for every clip, computed in groups, in parallel unless threads is 1."""
 
     def fill(first: int, last: int) -> None:
         mel, starts = _features(clips[first:last], spec)
         for row in range(first, last):
-            begin, end = starts[row - first], starts[row - first + 1]
-            batch[row, :, : end - begin] = mel[begin:end].T
+            put(row, mel[starts[row - first]: starts[row - first + 1]])
 
     workers = _thread_count(threads)
     groups = _clip_groups(lengths, workers)
@@ -301,7 +328,6 @@ def logmel_batch(
     else:
         for first, last in groups:
             fill(first, last)
-    return batch, lengths
 
 
 # A group of clips is cut at about this many frames: enough blocks to pay numpy's per-call cost once per

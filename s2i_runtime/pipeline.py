@@ -215,47 +215,69 @@ class Pipeline:
 
     def _features_of_all(self, inputs: Sequence[AudioInput], labels: list[str], timer: StageTimer | None,
                          sample_rate: int | None = None) -> list[np.ndarray | S2IError]:
-        """Features of every input, or the error that stopped it; decoding and FFTs release the GIL, so
-        inputs run in parallel on the cores."""
+        """What the encoder reads of every input, or the error that stopped it.
 
-        def one(source: AudioInput, label: str) -> np.ndarray | S2IError:
-            try:
-                return self.features(source, label, timer, sample_rate)
-            except InputError as exc:
-                return exc
-            except Exception as exc:  # a bug must cost this input its images, not its neighbours theirs
-                detail = (str(exc).strip().splitlines() or [""])[0]
-                return InternalError(f"{label}: internal error ({type(exc).__name__}: {detail}); please report it")
+        Inputs are decoded in parallel (decoding and resampling release the GIL), then the front end takes
+        all the decoded clips in one call, which computes them together in cache-sized groups; a clip's
+        features do not depend on its company. Should that call fail, the clips go through one at a time,
+        so that an error costs only its own input."""
+        audios = self._parallel(self._audio, inputs, labels, timer, sample_rate)
+        decoded = [index for index, audio in enumerate(audios) if not isinstance(audio, S2IError)]
+        if not decoded:
+            return audios
+        clips = [audios[index] for index in decoded]
+        try:
+            with _measure(timer, "front_end"):
+                features = self._feed.prepare_each(clips, self.backend)
+        except Exception:
+            features = [_outcome(self._prepare, labels[index], audios[index], labels[index], timer)
+                        for index in decoded]
+        for index, item in zip(decoded, features, strict=True):
+            audios[index] = item if isinstance(item, S2IError) else _outcome(self._checked, labels[index], item,
+                                                                             labels[index])
+        return audios
 
+    def _parallel(self, fn, inputs: Sequence[AudioInput], labels: list[str], *args) -> list[Any]:
+        """fn(input, label, *args) for every input, on a thread per core; each result or its S2IError."""
         if len(inputs) == 1:
-            return [one(inputs[0], labels[0])]
+            return [_outcome(fn, labels[0], inputs[0], labels[0], *args)]
         with ThreadPoolExecutor(max_workers=min(len(inputs), os.cpu_count() or 1)) as pool:
-            return list(pool.map(one, inputs, labels))
+            return list(pool.map(lambda source, label: _outcome(fn, label, source, label, *args), inputs, labels))
 
     def features(self, source: AudioInput, label: str, timer: StageTimer | None = None,
                  sample_rate: int | None = None) -> np.ndarray:
         """Load one input and make what the encoder reads of it: log-Mel features (n_mels, frames), or the
-        samples (N,) float32 when the bundle's encoder holds the front end; InputError if unusable.
+        samples (N,) float32 when the bundle's encoder holds the front end; InputError if unusable."""
+        return self._checked(self._prepare(self._audio(source, label, timer, sample_rate), label, timer), label)
+
+    def _audio(self, source: AudioInput, label: str, timer: StageTimer | None,
+               sample_rate: int | None) -> np.ndarray:
+        """The input's samples at the model's rate; InputError if unreadable, too short or too long.
 
         Audio shorter than one hop gives a single frame: too short to be speech, refused."""
         from .audio import load_audio  # soxr and friends only when audio is actually read
 
         spec = self.bundle.frontend
-        # Every clip shorter than this fits max_frames (frames = 1 + samples // hop); the frame count
-        # below refuses the few samples between.
+        # Every clip shorter than this fits max_frames (frames = 1 + samples // hop); the frame count below
+        # refuses the few samples between.
         max_seconds = spec.max_frames * spec.hop_length / spec.sample_rate
         with _measure(timer, "load_audio"):
             audio = load_audio(source, sample_rate, max_seconds=max_seconds, min_samples=spec.hop_length,
                                target_rate=spec.sample_rate, name=label)
-        with _measure(timer, "front_end"):
-            features = self._feed.prepare(audio, self.backend)
-        frames = self._feed.frames(features)
-        if frames > spec.max_frames:
+        if spec.num_frames(audio.size) > spec.max_frames:
             raise InputError(
                 f"{label}: audio is {seconds_text(audio.size / spec.sample_rate)} long; the model takes at most "
                 f"{spec.max_frames} frames (less than {seconds_text(max_seconds)})"
             )
-        self.backend.check_frames(frames, label)
+        return audio
+
+    def _prepare(self, audio: np.ndarray, label: str, timer: StageTimer | None) -> np.ndarray:
+        with _measure(timer, "front_end"):
+            return self._feed.prepare(audio, self.backend)
+
+    def _checked(self, features: np.ndarray, label: str) -> np.ndarray:
+        """The features, if the backend takes that many frames (an engine may take fewer than the model)."""
+        self.backend.check_frames(self._feed.frames(features), label)
         return features
 
     def embed(self, inputs: Sequence[AudioInput] | AudioInput, *, sample_rate: int | None = None) -> np.ndarray:
@@ -263,7 +285,10 @@ class Pipeline:
         self._require_open()
         spec = self.bundle.frontend
         inputs = as_input_list(inputs)
-        feats = [self.features(s, input_label(s, i), sample_rate=sample_rate) for i, s in enumerate(inputs)]
+        feats = self._features_of_all(inputs, [input_label(s, i) for i, s in enumerate(inputs)], None, sample_rate)
+        for item in feats:
+            if isinstance(item, S2IError):
+                raise item
         out = np.empty((len(feats), self.bundle.dims.embedding_dim), dtype=np.float32)
         frames = [self._feed.frames(f) for f in feats]
         for batch in plan_batches(frames, self.batch_size, spec.min_frames, self._max_width()):
@@ -358,6 +383,18 @@ class Pipeline:
                     continue
                 results[slot] = block
         return results
+
+
+def _outcome(fn, label: str, *args) -> Any:
+    """fn(*args), or the S2IError it raised; an unexpected exception is reported as this input's internal
+    error (a bug must cost this input its images, not its neighbours theirs)."""
+    try:
+        return fn(*args)
+    except S2IError as exc:
+        return exc
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        return InternalError(f"{label}: internal error ({type(exc).__name__}: {detail}); please report it")
 
 
 def _measure(timer: StageTimer | None, stage: str):

@@ -7,7 +7,7 @@ import scipy.signal
 from frontend_reference import librosa_logmel
 
 from s2i_runtime.audio import load_audio
-from s2i_runtime.frontend import FrontendSpec, logmel, logmel_batch, mel_filterbank
+from s2i_runtime.frontend import FrontendSpec, logmel, logmel_batch, logmel_each, mel_filterbank
 
 SR = 16000
 TOLERANCE_DB = 1e-3
@@ -76,6 +76,17 @@ def test_batch_pads_with_the_floor_and_keeps_valid_frames():
     for row, clip, length in zip(features, clips, lengths, strict=True):
         np.testing.assert_array_equal(row[:, :length], logmel(clip))
         assert (row[:, length:] == -80.0).all()
+
+
+def test_each_gives_every_clip_its_own_features_unpadded():
+    clips = [SIGNALS["0.05 s clip"], SIGNALS["60 s clip"], SIGNALS["silence"], (1e30 * SIGNALS["chirp"])]
+    features = logmel_each(clips)
+    assert [f.shape for f in features] == [(40, FrontendSpec().num_frames(c.size)) for c in clips]
+    for feature, clip in zip(features, clips, strict=True):
+        assert feature.dtype == np.float32 and feature.flags.c_contiguous
+        np.testing.assert_array_equal(feature, logmel(clip))
+    with pytest.raises(ValueError, match="at least one utterance"):
+        logmel_each([])
 
 
 def test_batch_has_at_least_min_frames():

@@ -53,6 +53,26 @@ def test_too_short_input_costs_the_others_nothing(pipe, tone_wavs, tmp_path):  #
         pipe.generate([np.zeros(100, np.float32)])
 
 
+def test_a_front_end_failure_costs_only_its_own_input(pipe, tone_wavs, monkeypatch):  # noqa: F811
+    """The clips of a call go through the front end together; if that call fails they are retried one by one,
+    so a clip that breaks the front end gets an internal error and the others their images."""
+    healthy = pipe.generate_outcomes([str(path) for path in tone_wavs[:3]])
+    bad_length = pipe.features(str(tone_wavs[1]), "probe").shape[1]
+    numpy_logmel = pipe.backend.logmel
+
+    def broken(audio, spec):
+        if spec.num_frames(audio.size) == bad_length:
+            raise RuntimeError("kernel fault\nsecond line")
+        return numpy_logmel(audio, spec)
+
+    monkeypatch.setattr(pipe.backend, "logmel_each", lambda audios, spec: [broken(a, spec) for a in audios])
+    monkeypatch.setattr(pipe.backend, "logmel", broken)
+    outcomes = pipe.generate_outcomes([str(path) for path in tone_wavs[:3]])
+    assert str(outcomes[1]) == f"{tone_wavs[1]}: internal error (RuntimeError: kernel fault); please report it"
+    np.testing.assert_array_equal(outcomes[0], healthy[0])
+    np.testing.assert_array_equal(outcomes[2], healthy[2])
+
+
 def test_cli_too_short_input_one_line_and_the_good_input_still_written(tiny_bundle, tone_wavs, tmp_path,  # noqa: F811
                                                                        capsys):
     short = _samples_wav(tmp_path / "short.wav", 5, 192000)

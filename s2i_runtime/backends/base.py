@@ -10,7 +10,7 @@ import numpy as np
 
 from ..bundle import ENCODER_OUTPUTS, GENERATOR_INPUTS, GENERATOR_OUTPUTS, WAVEFORM_INPUT, Bundle
 from ..errors import BackendUnavailable, BundleError, InputError
-from ..frontend import FrontendSpec, logmel
+from ..frontend import FrontendSpec, logmel, logmel_each
 
 BACKEND_NAMES = ("auto", "onnxruntime", "tensorrt")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
@@ -135,6 +135,10 @@ class Backend(abc.ABC):
     def logmel(self, audio: np.ndarray, spec: FrontendSpec) -> np.ndarray:
         """Log-Mel features (n_mels, frames) of one utterance; a GPU backend may use its own kernel."""
         return logmel(audio, spec)
+
+    def logmel_each(self, audios: list[np.ndarray], spec: FrontendSpec) -> list[np.ndarray]:
+        """Log-Mel features of each utterance, the same as logmel's, computed together on the CPU's cores."""
+        return logmel_each(audios, spec)
 
     def check_frames(self, frames: int, label: str) -> None:
         if self.frame_range is not None and frames > self.frame_range[1]:

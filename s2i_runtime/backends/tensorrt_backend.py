@@ -340,6 +340,12 @@ class TensorRTBackend(Backend):
         features, lengths = self._frontend.logmel_batch([audio])
         return np.ascontiguousarray(features[0][:, : int(lengths[0])], dtype=np.float32)
 
+    def logmel_each(self, audios: list[np.ndarray], spec) -> list[np.ndarray]:
+        if self._frontend is None or spec != self.bundle.frontend:
+            return super().logmel_each(audios, spec)
+        # The kernel's buffers are sized for one clip of the longest length: clips go through one by one.
+        return [self.logmel(audio, spec) for audio in audios]
+
     # -- running -------------------------------------------------------------------------------------
 
     def _run(self, mel, lengths, rows_source, counts, z, eps, max_rows, want_embedding, timings=None):
