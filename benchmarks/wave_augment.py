@@ -67,7 +67,7 @@ def contenders(clips: list[np.ndarray], rng: np.random.Generator) -> dict[str, C
     return {
         "speed 0.9-1.1": each(lambda c: wa.speed_perturb(c, rng.uniform(0.9, 1.1))),
         "voice shift, pitch 0.8-2.2, formant 0.9-1.25": each(
-            lambda c: wa.voice_shift(c, np.exp(rng.uniform(np.log(0.8), np.log(2.2))), rng.uniform(0.9, 1.25))),
+            lambda c: wa.voice_shift(c, wa._log_uniform(rng, (0.8, 2.2)), wa._log_uniform(rng, (0.9, 1.25)))),
         "RIR build, RT60 0.1-0.8 s": each(lambda c: wa.room_impulse_response(rng.uniform(0.1, 0.8), rng)),
         "reverberate, RT60 0.8 s RIR given": each(lambda c: wa.reverberate(c, rir_08)),
         "reverb (RIR + convolution), 0.1-0.8 s": each(

@@ -230,7 +230,7 @@ class Pipeline:
             with _measure(timer, "front_end"):
                 features = self._feed.prepare_each(clips, self.backend)
         except Exception:
-            features = [_outcome(self._prepare, labels[index], audios[index], labels[index], timer)
+            features = [_outcome(self._prepare, labels[index], audios[index], timer)
                         for index in decoded]
         for index, item in zip(decoded, features, strict=True):
             audios[index] = item if isinstance(item, S2IError) else _outcome(self._checked, labels[index], item,
@@ -248,7 +248,7 @@ class Pipeline:
                  sample_rate: int | None = None) -> np.ndarray:
         """Load one input and make what the encoder reads of it: log-Mel features (n_mels, frames), or the
         samples (N,) float32 when the bundle's encoder holds the front end; InputError if unusable."""
-        return self._checked(self._prepare(self._audio(source, label, timer, sample_rate), label, timer), label)
+        return self._checked(self._prepare(self._audio(source, label, timer, sample_rate), timer), label)
 
     def _audio(self, source: AudioInput, label: str, timer: StageTimer | None,
                sample_rate: int | None) -> np.ndarray:
@@ -271,7 +271,7 @@ class Pipeline:
             )
         return audio
 
-    def _prepare(self, audio: np.ndarray, label: str, timer: StageTimer | None) -> np.ndarray:
+    def _prepare(self, audio: np.ndarray, timer: StageTimer | None) -> np.ndarray:
         with _measure(timer, "front_end"):
             return self._feed.prepare(audio, self.backend)
 

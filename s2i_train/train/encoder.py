@@ -250,7 +250,7 @@ class EncoderStage:
 
     def augmented_batch(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of the step's captions after waveform augmentation; every draw depends only on (seed, step,
-        rank), so a resumed run sees the same sounds."""
+        rank, row), so a resumed run sees the same sounds."""
         bank = self.waves
 
         def babble_voice(r: np.random.Generator) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 import soxr
@@ -153,10 +154,7 @@ def voice_shift(wave: np.ndarray, pitch: float, formant: float, sample_rate: int
     magnitude, phase = np.abs(spectrum), np.angle(spectrum)
     magnitude *= _envelope_gain(magnitude, pitch / formant)
     stretched = _istft(_phase_vocoder(magnitude, phase, pitch))
-    shifted = speed_perturb(stretched, pitch, sample_rate) if pitch != 1.0 else stretched
-    out = np.zeros(wave.size, dtype=np.float32)
-    out[: min(shifted.size, wave.size)] = shifted[: wave.size]
-    return _match_rms(out, wave)
+    return _match_rms(_to_length(speed_perturb(stretched, pitch, sample_rate), wave.size), wave)
 
 
 def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -249,9 +247,7 @@ def telephone(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     narrow = soxr.resample(wave, sample_rate, _TELEPHONE_RATE, quality="HQ")
     narrow = _telephone_band(_mu_law(_telephone_band(narrow)))
     wide = soxr.resample(narrow.astype(np.float32), _TELEPHONE_RATE, sample_rate, quality="HQ")
-    out = np.zeros(wave.size, dtype=np.float32)
-    out[: min(wide.size, wave.size)] = wide[: wave.size]
-    return out
+    return _to_length(wide, wave.size)
 
 
 def rt60_of(rir: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
@@ -324,8 +320,14 @@ def _istft(spectrum: np.ndarray) -> np.ndarray:
     return (hops / np.maximum(weight, np.float32(1e-3))).ravel()[half: hops.size - half]
 
 
+@lru_cache(maxsize=1)
 def _shift_window() -> np.ndarray:
-    return np.hanning(_SHIFT_FFT + 1)[:-1].astype(np.float32)
+    return _read_only(np.hanning(_SHIFT_FFT + 1)[:-1].astype(np.float32))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
 
 
 def _envelope_gain(magnitude: np.ndarray, stretch: float) -> np.ndarray:
@@ -341,12 +343,13 @@ def _envelope_gain(magnitude: np.ndarray, stretch: float) -> np.ndarray:
     return np.exp(np.clip(shift, -_MAX_LOG_GAIN, _MAX_LOG_GAIN))
 
 
+@lru_cache(maxsize=1)
 def _cepstrum_basis() -> np.ndarray:
     """(bins, lifter): a real, even log spectrum of _SHIFT_FFT points to its first cepstral coefficients."""
     bins = np.arange(_SHIFT_FFT // 2 + 1)[:, None]
     counted = np.where((bins == 0) | (bins == _SHIFT_FFT // 2), 1.0, 2.0)  # each inner bin stands for two
     basis = counted * np.cos(2 * np.pi * bins * np.arange(_ENVELOPE_LIFTER) / _SHIFT_FFT) / _SHIFT_FFT
-    return basis.astype(np.float32)
+    return _read_only(basis.astype(np.float32))
 
 
 def _envelope_shift_basis(stretch: float) -> np.ndarray:
@@ -449,6 +452,13 @@ def _active_mask(wave: np.ndarray) -> np.ndarray:
         return np.zeros(wave.size, dtype=bool)
     active = power >= power.max() * 10.0 ** (-_ACTIVE_RANGE_DB / 10.0)
     return np.repeat(active, _FRAME)[: wave.size]
+
+
+def _to_length(x: np.ndarray, n: int) -> np.ndarray:
+    """x as float32, cut or zero-padded to n samples (resampling round trips miss the length by a few)."""
+    out = np.zeros(n, dtype=np.float32)
+    out[: min(x.size, n)] = x[:n]
+    return out
 
 
 def _as_wave(wave: np.ndarray) -> np.ndarray:
