@@ -371,22 +371,33 @@ def _features(clips: list[np.ndarray], spec: FrontendSpec, threads: int = 1) -> 
         _mel_power(frames, starts, mel, 0, min(step, total), spec, scratch)
         for run in others:
             run.result()
-    # Power past float32's range (samples above ~1e16) shows as inf or NaN in a clip's bands.
-    overflowed = np.flatnonzero(~np.isfinite(np.maximum.reduceat(mel.max(axis=1), starts[:-1])))
-    with np.errstate(invalid="ignore"):  # only in the rows of overflowed clips, replaced below
-        np.maximum(mel, spec.amin, out=mel)
-        np.log10(mel, out=mel)
-        mel *= 10.0
-        for begin, end in zip(starts[:-1], starts[1:], strict=True):
-            rows = mel[begin:end]
-            rows -= rows.max()
-        np.maximum(mel, -spec.top_db, out=mel)
+    overflowed = [index for index in range(len(clips))
+                  if not _to_db(mel[starts[index] : starts[index + 1]], spec)]
     for index in overflowed:
-        # The floor is then far above amin, and dB are relative to the loudest band, so a copy scaled
-        # exactly gives the same features.
+        # Power past float32's range (samples above ~1e16). The floor is then far above amin, and dB are
+        # relative to the loudest band, so a copy scaled exactly gives the same features.
         scaled = clips[index].astype(np.float64) * _OVERFLOW_SCALE
         mel[starts[index] : starts[index + 1]] = logmel(scaled, spec, threads).T
     return mel, starts
+
+
+def _to_db(power: np.ndarray, spec: FrontendSpec) -> bool:
+    """One clip's band power (float32) to dB in place: relative to its loudest band, floored top_db below it.
+
+    Clamping the power at the floor before the logarithm, and a natural logarithm scaled afterwards, cost
+    fewer passes than librosa's order (log10, then subtract, then floor); numpy's float32 log10 is also
+    several times slower than its log. False, with `power` untouched, when the clip's power overflowed.
+    """
+    loudest = float(power.max())
+    if not np.isfinite(loudest):
+        return False
+    reference = max(loudest, spec.amin)
+    np.maximum(power, max(spec.amin, reference * 10.0 ** (-spec.top_db / 10.0)), out=power)
+    np.log(power, out=power)
+    power -= power.max()  # the loudest band at exactly 0 dB
+    power *= np.float32(10.0 / np.log(10.0))
+    np.maximum(power, -spec.top_db, out=power)  # rounding may leave the floor a hair below
+    return True
 
 
 def _mel_power(frames: list[np.ndarray], starts: np.ndarray, mel: np.ndarray, first: int, last: int,

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from train_tiny_data import make_tiny_shapes
 
+from s2i_runtime.errors import InputError
 from s2i_train.train.config import builtin_config_path
 from s2i_train.train.loop import LoopSettings, run_stage
 from s2i_train.train.runner import train_stage
@@ -100,7 +101,6 @@ def test_resume_continues_exactly(base_run, tmp_path, stage):
 
 
 def test_checkers_are_teachers_of_their_own_width_and_seed(base_run, tmp_path):
-    from s2i_runtime.errors import InputError
 
     meta = json.loads((base_run / "checker-1.json").read_text())
     assert meta["config"]["width"] == 6 and meta["summary"]["step"] == 3
@@ -376,7 +376,6 @@ def _as_saved_before_the_renames(run: Path) -> None:
 @pytest.mark.slow
 def test_a_run_saved_before_the_renames_evaluates_exports_and_resumes(base_run, tmp_path):
     from s2i_export.onnx_export import export_bundle
-    from s2i_runtime.errors import InputError
     from s2i_train.eval import evaluate
     from s2i_train.train.config import load_run_config
 
@@ -453,7 +452,6 @@ def test_teacher_student_towards_the_spoken_mean_trains(base_run, tmp_path):
 
 
 def test_encoder_teacher_best_picks_by_class_retrieval_on_training_images(base_run, tmp_path):
-    from s2i_runtime.errors import InputError
     from s2i_train.checkpoint import encoder_teacher_name, load_module
     from s2i_train.train.banks import load_image_bank
     from s2i_train.train.config import load_run_config
@@ -527,7 +525,6 @@ def test_whitened_targets_are_saved_and_read_back_as_the_encoders_image_space(ba
 
 
 def test_unknown_objective_is_an_input_error(base_run, tmp_path):
-    from s2i_runtime.errors import InputError
 
     run = _copy(base_run, tmp_path, "bad")
     with pytest.raises(InputError, match="objective"):
@@ -535,7 +532,6 @@ def test_unknown_objective_is_an_input_error(base_run, tmp_path):
 
 
 def test_judge_resume_with_other_step_count_is_refused(tiny_data, tmp_path):
-    from s2i_runtime.errors import InputError
 
     run = tmp_path / "judge"
     train_stage("judge", run, data=tiny_data, config_path=TINY, overrides=["judge.steps=2"], progress=False)
@@ -661,7 +657,6 @@ def test_background_head_and_drawn_background_train(base_run, tmp_path):
 
 @pytest.mark.slow
 def test_split_rows_deal_each_generated_image_to_one_classifier(base_run, tmp_path):
-    from s2i_runtime.errors import InputError
     from s2i_train.losses import teacher_consistency_loss
     from s2i_train.train.config import load_run_config
     from s2i_train.train.generator import GeneratorStage, Reading, _over_classifiers
@@ -698,8 +693,26 @@ def test_split_rows_deal_each_generated_image_to_one_classifier(base_run, tmp_pa
                                mean)
 
 
+def test_bf16_is_refused_on_a_cpu_without_hardware_bf16(tiny_data, tmp_path, monkeypatch):
+    from s2i_train.train import precision
+
+    monkeypatch.setattr(precision, "hardware_bf16", lambda: False)
+    with pytest.raises(InputError, match=r'run.precision = "bf16" needs a CPU with AVX512-BF16 or AMX'):
+        train_stage("judge", tmp_path / "run", data=tiny_data, config_path=TINY, overrides=['run.precision="bf16"'],
+                    progress=False)
+    # "auto" there trains in fp32, and the run's config says so.
+    result = train_stage("judge", tmp_path / "auto", data=tiny_data, config_path=TINY,
+                         overrides=['run.precision="auto"'], progress=False)
+    assert result.end_step == 3
+    assert 'precision = "fp32"' in (tmp_path / "auto" / "config.toml").read_text()
+
+
 @pytest.mark.slow
 def test_every_stage_trains_in_bf16_and_saves_fp32_weights(tiny_data, tmp_path):
+    from s2i_train.train.precision import hardware_bf16
+
+    if hardware_bf16() is False:
+        pytest.skip("this CPU has no hardware bf16 (AVX512-BF16 or AMX), where training refuses bf16")
     run = tmp_path / "bf16"
     for stage in ("judge", "teacher", "checkers", "encoder", "generator"):
         result = train_stage(stage, run, data=tiny_data, config_path=TINY if stage == "judge" else None,
@@ -725,8 +738,12 @@ def test_precision_benchmark_times_every_stage_on_a_trained_run(base_run, capsys
     report = json.loads(capsys.readouterr().out)
     assert set(report["stages"]) == {"judge", "teacher", "encoder", "generator"}
     for figures in report["stages"].values():
-        assert figures["fp32_s_per_step"] > 0 and figures["bf16_s_per_step"] > 0
-        assert figures["speedup"] == pytest.approx(figures["fp32_s_per_step"] / figures["bf16_s_per_step"])
+        assert figures["fp32_s_per_step"] > 0
+        if report["hardware_bf16"] is False:  # bf16 is not timed where training refuses it
+            assert figures["bf16_s_per_step"] is None and figures["speedup"] is None
+        else:
+            assert figures["bf16_s_per_step"] > 0
+            assert figures["speedup"] == pytest.approx(figures["fp32_s_per_step"] / figures["bf16_s_per_step"])
     assert train_precision.main(["--run", str(base_run), "--stages", "checkers"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --stages takes a comma list of judge, teacher, encoder, generator; got 'checkers'")

@@ -58,5 +58,16 @@ def test_masked_batchnorm_statistics_are_fp32_under_bf16():
 
 
 def test_unknown_precision_is_an_input_error():
-    with pytest.raises(InputError, match=r"config\.run: precision must be one of fp32, bf16; got 'fp16'"):
+    with pytest.raises(InputError, match=r"config\.run: precision must be one of fp32, bf16, auto; got 'fp16'"):
         load_config(None, ['run.precision="fp16"'])
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_is_saved_concrete(tmp_path):
+    from s2i_train.train.precision import hardware_bf16, resolve_precision
+    from s2i_train.train.runner import resolve_config
+
+    expected = "bf16" if hardware_bf16() else "fp32"
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    config = resolve_config(tmp_path / "run", None, ['run.precision="auto"'], tmp_path)
+    assert config.run.precision == expected

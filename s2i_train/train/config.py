@@ -45,7 +45,8 @@ class RunConfig:
     checkpoint_every: int = 200  # steps between checkpoints (and always at the end)
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     # "fp32", or "bf16": forward passes under CPU autocast (train/precision.py), faster where the CPU has AMX or
-    # AVX512-BF16 and slower where it has neither. Evaluation and export stay fp32.
+    # AVX512-BF16 and slower where it has neither; or "auto": bf16 on such a CPU, fp32 elsewhere, saved in the
+    # run's config.toml as the one chosen. Evaluation and export stay fp32.
     precision: str = "fp32"
 
     def __post_init__(self) -> None:

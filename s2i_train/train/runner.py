@@ -16,7 +16,7 @@ from ..checkpoint import checker_index, checker_name
 from . import distributed
 from .config import CONFIG_FILE, TrainConfig, load_config, save_config
 from .loop import LoopResult, LoopSettings, run_stage
-from .precision import warn_if_emulated
+from .precision import require_hardware, resolve_precision
 from .state import latest_step, stage_state_dirs
 
 STAGES = ("judge", "teacher", "checkers", "encoder", "generator", "text-encoder")
@@ -38,7 +38,9 @@ def resolve_config(
         raise InputError("no dataset: pass --data DIR (or set data.root in the config)")
     if not Path(config.data.root).is_dir():
         raise InputError(f"{config.data.root}: dataset directory does not exist")
-    return config
+    # Saved concrete: the run's config.toml says what arithmetic it trained in, and its later stages (on any
+    # machine) keep it.
+    return replace(config, run=replace(config.run, precision=resolve_precision(config.run.precision)))
 
 
 def stage_members(name: str, config: TrainConfig) -> list[str]:
@@ -111,7 +113,7 @@ def train_stage(
             raise InputError(f"{run_dir}: no saved {name} state to resume from (drop --resume to start)")
         if config.run.threads > 0:
             torch.set_num_threads(config.run.threads)
-        warn_if_emulated(config.run.precision)
+        require_hardware(config.run.precision)
         if distributed.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(run_dir, config)
