@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -144,7 +145,7 @@ class _Scratch:
         self._buffers: dict[str, np.ndarray] = {}
 
     def array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         buffer = self._buffers.get(name)
         if buffer is None or buffer.dtype != dtype or buffer.size < size:
             buffer = self._buffers[name] = np.empty(size, dtype=dtype)
@@ -188,7 +189,7 @@ def _prepare_into(signal: np.ndarray, samples: np.ndarray, spec: FrontendSpec, s
     # Converted first: numpy's ufuncs on mixed float32/float64 operands run several times slower.
     np.copyto(body, samples)
     if spec.remove_dc:
-        body -= body.mean()
+        body -= np.add.reduce(body) / size  # body.mean(), without its wrapper's cost on short clips
     if spec.preemphasis:
         previous = scratch.array("previous", (size - 1,), np.float64)
         np.multiply(body[:-1], spec.preemphasis, out=previous)
@@ -357,8 +358,11 @@ def _features(clips: list[np.ndarray], spec: FrontendSpec, threads: int = 1) -> 
             part = signal[offset : offset + size]
             _prepare_into(part, clip, spec, scratch)
             count = (size - spec.n_fft) // spec.hop_length + 1
-            frames.append(np.lib.stride_tricks.as_strided(
-                part, (count, spec.n_fft), (spec.hop_length * part.itemsize, part.itemsize), writeable=False))
+            # Overlapping frames as a view (np.ndarray directly: as_strided's wrapper costs more than a short clip).
+            view = np.ndarray((count, spec.n_fft), part.dtype, part, strides=(spec.hop_length * part.itemsize,
+                                                                             part.itemsize))
+            view.flags.writeable = False
+            frames.append(view)
             counts.append(count)
             offset += size
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
