@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -42,6 +43,9 @@ SMALL_ENCODERS = {
     "s2igan": SpeechEncoderConfig(arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32)),
     "cnn-rnn-gru": SpeechEncoderConfig(
         arch="cnn-rnn", rnn="gru", rnn_layers=2, embedding_dim=32, hidden=16, conv_channels=(8,) * 8
+    ),
+    "s2igan-centred": SpeechEncoderConfig(
+        arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean"
     ),
 }
 
@@ -597,3 +601,33 @@ def test_ema_warmup_starts_fast_and_reaches_the_decay():
 def test_freeze():
     model = freeze(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train())
     assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_speech_mean_centering_ignores_a_fixed_colouring_per_band():
+    """A channel's fixed spectral colouring (an offset per band in dB) leaves a centred encoder's embedding as it was;
+    without centring it moves the embedding."""
+    gen = torch.Generator().manual_seed(3)
+    mel = torch.randn(3, 40, 120, generator=gen) * 8 - 35
+    lengths = torch.tensor([120, 90, 40])
+    colouring = torch.linspace(-12.0, 6.0, 40)[None, :, None]
+    moved = {}
+    for centering in ("speech_mean", "none"):
+        model = build_speech_encoder(dataclasses.replace(SMALL_ENCODERS["s2igan"], input_centering=centering))
+        _randomise_norm_stats(model)
+        model.eval()
+        with torch.no_grad():
+            moved[centering] = (model(mel + colouring, lengths) - model(mel, lengths)).abs().max().item()
+    assert moved["speech_mean"] < 1e-5
+    assert moved["none"] > 1e-3
+
+
+def test_speech_mean_leaves_silence_out():
+    from s2i_train.models.speech_encoder import speech_mean
+
+    speech = torch.full((1, 40, 50), -20.0)
+    silence = torch.full((1, 40, 150), -80.0)
+    mel = torch.cat([silence[:, :, :75], speech, silence[:, :, 75:]], dim=2)
+    mask = torch.ones(1, 1, 200, dtype=torch.bool)
+    assert torch.allclose(speech_mean(mel, mask, 30.0), torch.full((1, 40, 1), -20.0))
+    with pytest.raises(ValueError, match="input_centering"):
+        SpeechEncoderConfig(input_centering="per_band")

@@ -33,6 +33,7 @@ from .masking import (
 
 ARCHS = ("cnn-rnn", "s2igan")
 RNNS = ("gru", "lstm")
+CENTERINGS = ("none", "speech_mean")
 
 # Li et al.'s conv stack as (kind, out-channel index, kernel, stride): kind "conv" or "pool".
 _CNN_RNN_LAYERS = (
@@ -68,12 +69,20 @@ class SpeechEncoderConfig:
     attention_dim: int = 128  # s2igan self-attention pooling
     normalize: str = "auto"  # "l2" | "none" | "auto" (cnn-rnn: none, s2igan: l2)
     pad_value: float = FrontendSpec().pad_value  # feature value of padding (the dB floor)
+    # "speech_mean" subtracts each utterance's mean log-Mel over its speech frames, band by band (cepstral mean
+    # normalisation): a microphone's, a room's or a voice's fixed spectral colouring is a constant per band in dB.
+    input_centering: str = "none"
+    speech_floor_db: float = 30.0  # a frame is speech when its mean level is within this of the loudest frame's
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"speech encoder arch must be one of {ARCHS}, got {self.arch!r}")
         if self.rnn not in RNNS + ("auto",):
             raise ValueError(f"rnn must be 'gru', 'lstm' or 'auto', got {self.rnn!r}")
+        if self.input_centering not in CENTERINGS:
+            raise ValueError(f"input_centering must be one of {CENTERINGS}, got {self.input_centering!r}")
+        if self.speech_floor_db <= 0:
+            raise ValueError("speech_floor_db must be positive")
         if self.normalize not in ("l2", "none", "auto"):
             raise ValueError(f"normalize must be 'l2', 'none' or 'auto', got {self.normalize!r}")
         expected = len(_DEFAULT_CHANNELS[self.arch])
@@ -211,6 +220,8 @@ class SpeechEncoder(nn.Module):
         lengths = torch.minimum(lengths.to(torch.int64), frames).clamp(min=1)
         # Frames beyond a length count as silence whatever the caller padded with.
         mask = time_mask(mel, lengths)
+        if self.config.input_centering == "speech_mean":
+            mel = mel - speech_mean(mel, mask, self.config.speech_floor_db)
         x = torch.where(mask, mel, torch.full_like(mel, self.config.pad_value))
         x = self.input_norm(x, mask) * mask.to(x.dtype)
         for block in self.convs:
@@ -235,6 +246,18 @@ class SpeechEncoder(nn.Module):
         for block in self.convs:
             lengths = conv_out_lengths(lengths, block.kernel, block.stride, block.padding)
         return lengths
+
+
+def speech_mean(mel: torch.Tensor, mask: torch.Tensor, floor_db: float) -> torch.Tensor:
+    """(B, n_mels, 1): each utterance's mean log-Mel per band over its speech frames.
+
+    Silence is left out so that leading or trailing pauses do not move the mean; a frame counts as speech when its
+    level (mean over bands) is within floor_db of the utterance's loudest valid frame. That frame always counts, so
+    the mean is never over nothing. An offset added to every frame of a band leaves the speech frames unchanged."""
+    level = mel.mean(dim=1, keepdim=True)  # (B, 1, T)
+    loudest = level.masked_fill(~mask, -1e9).amax(dim=2, keepdim=True)
+    speech = mask & (level >= loudest - floor_db)
+    return masked_mean(mel, speech, dim=2).unsqueeze(2)
 
 
 def build_speech_encoder(config: SpeechEncoderConfig) -> SpeechEncoder:
