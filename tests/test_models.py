@@ -32,7 +32,7 @@ from s2i_train.models import (
 )
 from s2i_train.models.generator import LayoutShift, shift_matrices
 from s2i_train.models.masking import MaskedBatchNorm1d, conv_out_lengths, reverse_within_lengths
-from s2i_train.models.speech_encoder import BiRNN
+from s2i_train.models.speech_encoder import BiRNN, speech_mean
 
 PAD = -80.0
 
@@ -622,8 +622,6 @@ def test_speech_mean_centering_ignores_a_fixed_colouring_per_band():
 
 
 def test_speech_mean_leaves_silence_out():
-    from s2i_train.models.speech_encoder import speech_mean
-
     speech = torch.full((1, 40, 50), -20.0)
     silence = torch.full((1, 40, 150), -80.0)
     mel = torch.cat([silence[:, :, :75], speech, silence[:, :, 75:]], dim=2)

@@ -253,7 +253,8 @@ def speech_mean(mel: torch.Tensor, mask: torch.Tensor, floor_db: float) -> torch
 
     Silence is left out so that leading or trailing pauses do not move the mean; a frame counts as speech when its
     level (mean over bands) is within floor_db of the utterance's loudest valid frame. That frame always counts, so
-    the mean is never over nothing. An offset added to every frame of a band leaves the speech frames unchanged."""
+    the mean is never over nothing. An offset per band shifts every frame's level alike, so the same frames count
+    as speech with it as without."""
     level = mel.mean(dim=1, keepdim=True)  # (B, 1, T)
     loudest = level.masked_fill(~mask, -1e9).amax(dim=2, keepdim=True)
     speech = mask & (level >= loudest - floor_db)
