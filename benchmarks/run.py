@@ -117,10 +117,14 @@ class Reporter:
 def resolve_model(args: argparse.Namespace, work: Path, progress) -> tuple[Path, Path, str]:
     """(run_dir, bundle_dir, description)."""
     if args.run is None:
+        if args.bundle is not None:
+            # The stand-in is exported into --bundle: never over a bundle that exists (the shipped one, say).
+            raise SystemExit(f"error: --bundle {args.bundle} needs --run (the run it was exported from); "
+                             "without --run the benchmark builds its own random stand-in")
         from .random_run import make_random_bundle
 
         progress("building a random-weight stand-in model (shapes64 sizes)")
-        run_dir, bundle = make_random_bundle(work / "random-run", args.bundle)
+        run_dir, bundle = make_random_bundle(work / "random-run")
         return run_dir, bundle, "random weights, shapes64 architecture (stand-in until the trained default model)"
     if not args.run.is_dir():
         raise SystemExit(f"error: {args.run}: run directory does not exist")

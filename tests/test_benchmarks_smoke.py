@@ -171,3 +171,11 @@ def test_bad_options_are_usage_errors():
     with pytest.raises(SystemExit) as exc:
         run.main(["--sections", "frontend,warp"])
     assert exc.value.code == 2
+
+
+def test_bundle_without_its_run_is_refused_and_left_untouched(tiny_model, tmp_path):
+    _, bundle = tiny_model
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    with pytest.raises(SystemExit, match="needs --run"):
+        run.main(["--bundle", str(bundle), "--out", str(tmp_path / "results"), "--sections", "frontend"])
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before

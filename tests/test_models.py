@@ -32,7 +32,7 @@ from s2i_train.models import (
 )
 from s2i_train.models.generator import LayoutShift, shift_matrices
 from s2i_train.models.masking import MaskedBatchNorm1d, conv_out_lengths, reverse_within_lengths
-from s2i_train.models.speech_encoder import BiRNN, speech_mean
+from s2i_train.models.speech_encoder import BiRNN, cepstral_lifter, speech_mean
 
 PAD = -80.0
 
@@ -46,6 +46,10 @@ SMALL_ENCODERS = {
     ),
     "s2igan-centred": SpeechEncoderConfig(
         arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean"
+    ),
+    "s2igan-liftered": SpeechEncoderConfig(
+        arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean",
+        cepstral_lifter=12,
     ),
 }
 
@@ -241,7 +245,7 @@ def _onnx_session(model, args, input_names, output_names, dynamic_axes, path, op
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("name", ["cnn-rnn", "s2igan"])
+@pytest.mark.parametrize("name", ["cnn-rnn", "s2igan", "s2igan-centred", "s2igan-liftered"])
 def test_encoder_onnx_export_matches_torch(name, tmp_path):
     model = _encoder(name)
     session = _onnx_session(
@@ -629,3 +633,31 @@ def test_speech_mean_leaves_silence_out():
     assert torch.allclose(speech_mean(mel, mask, 30.0), torch.full((1, 40, 1), -20.0))
     with pytest.raises(ValueError, match="input_centering"):
         SpeechEncoderConfig(input_centering="per_band")
+
+
+def test_cepstral_lifter_keeps_the_envelope_and_drops_the_pitch_ripple():
+    phase = torch.pi * (torch.arange(40, dtype=torch.float32) + 0.5) / 40
+    envelope = -30.0 + 10.0 * torch.cos(2 * phase) - 4.0 * torch.cos(7 * phase)  # slow swells across the bands
+    ripple = 6.0 * torch.cos(27 * phase)  # harmonics about three bands apart
+    lifter = cepstral_lifter(40, 12)
+    assert torch.allclose(lifter @ envelope, envelope, atol=1e-4)
+    assert (lifter @ ripple).abs().max() < 0.05
+    assert torch.allclose(lifter @ lifter, lifter, atol=1e-5)  # a projection
+    assert torch.allclose(lifter @ torch.full((40,), -80.0), torch.full((40,), -80.0), atol=1e-4)
+    assert torch.allclose(cepstral_lifter(40, 40), torch.eye(40), atol=1e-5)
+
+
+def test_liftered_encoder_ignores_a_ripple_and_keeps_its_weights_file():
+    config = SMALL_ENCODERS["s2igan-liftered"]
+    model = build_speech_encoder(config)
+    _randomise_norm_stats(model)
+    model.eval()
+    assert "lifter" not in model.state_dict()  # derived from the config, not stored
+    gen = torch.Generator().manual_seed(4)
+    mel = torch.randn(2, 40, 80, generator=gen) * 8 - 35
+    lengths = torch.tensor([80, 50])
+    ripple = 3.0 * torch.cos(torch.pi * 30 * (torch.arange(40) + 0.5) / 40)[None, :, None]
+    with torch.no_grad():
+        assert (model(mel + ripple, lengths) - model(mel, lengths)).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="cepstral_lifter"):
+        SpeechEncoderConfig(cepstral_lifter=41)

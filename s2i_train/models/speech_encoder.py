@@ -73,6 +73,10 @@ class SpeechEncoderConfig:
     # normalisation): a microphone's, a room's or a voice's fixed spectral colouring is a constant per band in dB.
     input_centering: str = "none"
     speech_floor_db: float = 30.0  # a frame is speech when its mean level is within this of the loudest frame's
+    # Keep only the first N cepstral coefficients (DCT-II over the bands) of every frame, 0 = all: a high voice's
+    # harmonics, resolved by the narrow low bands, ripple across them at its pitch; the vocal tract's envelope
+    # varies slowly from band to band and stays.
+    cepstral_lifter: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -83,6 +87,8 @@ class SpeechEncoderConfig:
             raise ValueError(f"input_centering must be one of {CENTERINGS}, got {self.input_centering!r}")
         if self.speech_floor_db <= 0:
             raise ValueError("speech_floor_db must be positive")
+        if not 0 <= self.cepstral_lifter <= self.n_mels:
+            raise ValueError(f"cepstral_lifter must be between 0 (off) and n_mels ({self.n_mels})")
         if self.normalize not in ("l2", "none", "auto"):
             raise ValueError(f"normalize must be 'l2', 'none' or 'auto', got {self.normalize!r}")
         expected = len(_DEFAULT_CHANNELS[self.arch])
@@ -191,6 +197,11 @@ class SpeechEncoder(nn.Module):
         self.config = config = config.resolved()
         channels = config.conv_channels
         self.input_norm = MaskedBatchNorm1d(config.n_mels)
+        if 0 < config.cepstral_lifter < config.n_mels:
+            # Derived from the config, so not stored with the weights.
+            self.register_buffer("lifter", cepstral_lifter(config.n_mels, config.cepstral_lifter), persistent=False)
+        else:
+            self.lifter = None
         blocks: list[nn.Module] = []
         if config.arch == "cnn-rnn":
             in_ch = config.n_mels
@@ -222,6 +233,10 @@ class SpeechEncoder(nn.Module):
         mask = time_mask(mel, lengths)
         if self.config.input_centering == "speech_mean":
             mel = mel - speech_mean(mel, mask, self.config.speech_floor_db)
+        if self.lifter is not None:
+            # In float32 under any autocast: features span 80 dB, which bf16 would round by a third of a dB.
+            with torch.autocast(mel.device.type, enabled=False):
+                mel = torch.matmul(self.lifter, mel.float())
         x = torch.where(mask, mel, torch.full_like(mel, self.config.pad_value))
         x = self.input_norm(x, mask) * mask.to(x.dtype)
         for block in self.convs:
@@ -259,6 +274,18 @@ def speech_mean(mel: torch.Tensor, mask: torch.Tensor, floor_db: float) -> torch
     loudest = level.masked_fill(~mask, -1e9).amax(dim=2, keepdim=True)
     speech = mask & (level >= loudest - floor_db)
     return masked_mean(mel, speech, dim=2).unsqueeze(2)
+
+
+def cepstral_lifter(n_mels: int, keep: int) -> torch.Tensor:
+    """(n_mels, n_mels) float32: the projection that keeps a frame's first `keep` orthonormal DCT-II coefficients
+    over its bands. Coefficient 0 (the frame's mean level) is always kept, so a frame equal in every band (padding,
+    silence at the floor) passes unchanged, and the projection commutes with speech_mean's offsets per band."""
+    bands = torch.arange(n_mels, dtype=torch.float64)
+    order = torch.arange(keep, dtype=torch.float64)[:, None]
+    basis = torch.cos(torch.pi * order * (bands + 0.5) / n_mels)  # (keep, n_mels)
+    basis[0] *= 0.5**0.5
+    basis *= (2.0 / n_mels) ** 0.5
+    return (basis.T @ basis).to(torch.float32)
 
 
 def build_speech_encoder(config: SpeechEncoderConfig) -> SpeechEncoder:
