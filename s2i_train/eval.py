@@ -50,7 +50,7 @@ from .checkpoint import (
     read_meta,
 )
 from .data import vocabulary
-from .eval_conditions import cell_captions, condition_table, table_lines
+from .eval_conditions import cell_captions, condition_table, confusion_lines, read_as, table_lines, top_confusions
 from .frontend import logmel_torch
 from .metrics import (
     fit_softmax_regression,
@@ -453,8 +453,8 @@ def _generated_accuracies(inputs: EvalInputs, samples: Samples) -> dict[str, Any
             "large": float(shape_hits[~size_small].float().mean()),
         },
         "judge_shape_by_class": _by_class(shape_hits, test_captions.class_ids[samples.pick].repeat_interleave(k, 0)),
-        "judge_shape_read_as": _read_as(labels[:, ATTRIBUTES.index("shape")], probs["shape"].argmax(1),
-                                        vocabulary.SHAPES),
+        "judge_shape_read_as": read_as(labels[:, ATTRIBUTES.index("shape")], probs["shape"].argmax(1),
+                                       vocabulary.SHAPES),
     }
 
 
@@ -621,21 +621,6 @@ def _by_class(hits: torch.Tensor, class_ids: torch.Tensor) -> dict[str, float]:
     return {vocabulary.CLASSES[int(c)].name: float(hits[class_ids == c].float().mean()) for c in class_ids.unique()}
 
 
-def _read_as(asked: torch.Tensor, read: torch.Tensor, names) -> dict[str, dict[str, float]]:
-    """Confusion rows: for each value asked for (that occurs), the share of images read as each value."""
-    rows = {}
-    for a in asked.unique().tolist():
-        got = read[asked == a]
-        rows[names[a]] = {names[r]: float((got == r).float().mean()) for r in got.unique().tolist()}
-    return rows
-
-
-def top_confusions(read_as: dict[str, dict[str, float]], count: int = 3) -> list[tuple[str, str, float]]:
-    """The `count` largest off-diagonal shares (asked, read, share), largest first."""
-    pairs = [(asked, read, share) for asked, row in read_as.items() for read, share in row.items() if read != asked]
-    return sorted(pairs, key=lambda t: -t[2])[:count]
-
-
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """Human-readable figures."""
     lines = []
@@ -688,5 +673,5 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"grid: {result['grid']}")
     if result.get("conditions"):
         lines.append("by voice and condition (held-out classes):")
-        lines += ["  " + line for line in table_lines(result["conditions"])]
+        lines += ["  " + line for line in table_lines(result["conditions"]) + confusion_lines(result["conditions"])]
     return lines

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.vocabulary import COLOURS, SHAPES
 from .train.banks import ATTRIBUTES
 from .train.wave_augment import CONDITIONS, condition
 
@@ -72,10 +73,14 @@ def condition_table(
         cell: dict[str, Any] = {"captions": len(rows)}
         voices = [records[row].get("voice", "") for row in rows.tolist()]
         if probe is not None:
-            hits = {attr: probs.argmax(1) == attributes[rows, ATTRIBUTES.index(attr)]
-                    for attr, probs in probe(embeddings).items()}
+            readings = {attr: probs.argmax(1) for attr, probs in probe(embeddings).items()}
+            asked = {attr: attributes[rows, ATTRIBUTES.index(attr)] for attr in readings}
+            hits = {attr: readings[attr] == asked[attr] for attr in readings}
             cell["probe"] = {attr: float(h.float().mean()) for attr, h in hits.items()}
             cell["probe_by_voice"] = split_by_voice(hits, voices)
+            # Which words are heard as which: the per-voice accuracies say where, these say what to look at.
+            cell["probe_read_as"] = {attr: read_as(asked[attr], readings[attr], names)
+                                     for attr, names in (("colour", COLOURS), ("shape", SHAPES)) if attr in readings}
         if draw is not None:
             cell.update(read_cell(embeddings, attributes[rows], draw, z_dim, ca_dim, read,
                                   images_per_caption, seed, batch_size, voices=voices))
@@ -112,19 +117,22 @@ def read_cell(embeddings, labels, draw, z_dim, ca_dim, read, k: int, seed: int, 
     read on the same rows are drawn with the same noise); with `voices` (one per row) also per voice, since a
     group's mean can hide one voice the model does not understand."""
     gen = torch.Generator().manual_seed(seed)
-    batches: dict[str, list[torch.Tensor]] = {}
+    readings: dict[str, list[torch.Tensor]] = {}
     per_batch = max(1, batch_size // k)
     for start in range(0, len(embeddings), per_batch):
         emb = embeddings[start : start + per_batch].repeat_interleave(k, 0)
-        asked = labels[start : start + per_batch].repeat_interleave(k, 0)
         z = torch.randn(len(emb), z_dim, generator=gen)
         eps = torch.randn(len(emb), ca_dim, generator=gen)
         for name, probs in read(draw(emb, z, eps)).items():
-            column = ATTRIBUTES.index("shape" if name == "silhouette_shape" else name)
-            batches.setdefault(name, []).append(probs.argmax(1) == asked[:, column])
-    hits = {name: torch.cat(h) for name, h in batches.items()}
+            readings.setdefault(name, []).append(probs.argmax(1))
+    asked = labels.repeat_interleave(k, 0)
+    read_values = {name: torch.cat(r) for name, r in readings.items()}
+    hits = {name: r == asked[:, ATTRIBUTES.index("shape" if name == "silhouette_shape" else name)]
+            for name, r in read_values.items()}
     cell: dict[str, Any] = {"images_per_caption": k}
     cell.update({name: float(h.float().mean()) for name, h in hits.items()})
+    cell["read_as"] = {attr: read_as(asked[:, ATTRIBUTES.index(attr)], read_values[attr], names)
+                       for attr, names in (("colour", COLOURS), ("shape", SHAPES)) if attr in read_values}
     if {"colour", "shape", "size"} <= set(hits):
         cell["all_three"] = float(torch.stack([hits[a] for a in ("colour", "shape", "size")]).all(0).float().mean())
     if "silhouette_shape" in cell and "shape" in cell:
@@ -140,6 +148,40 @@ def split_by_voice(hits: dict[str, torch.Tensor], voices: list[str], per_row: in
     return {voice: {"captions": voices.count(voice),
                     **{a: float(h[torch.from_numpy(per_reading == voice)].float().mean()) for a, h in hits.items()}}
             for voice in sorted(set(voices))}
+
+
+def read_as(asked: torch.Tensor, read: torch.Tensor, names) -> dict[str, dict[str, float]]:
+    """Confusion rows: for each value asked for (that occurs), the share of readings that were each value."""
+    rows = {}
+    for a in asked.unique().tolist():
+        got = read[asked == a]
+        rows[names[a]] = {names[r]: float((got == r).float().mean()) for r in got.unique().tolist()}
+    return rows
+
+
+def top_confusions(read_as: dict[str, dict[str, float]], count: int = 3) -> list[tuple[str, str, float]]:
+    """The `count` largest off-diagonal shares (asked, read, share), largest first."""
+    pairs = [(asked, read, share) for asked, row in read_as.items() for read, share in row.items() if read != asked]
+    return sorted(pairs, key=lambda t: -t[2])[:count]
+
+
+def confusion_lines(table: dict[str, Any], count: int = 3) -> list[str]:
+    """Per voice group and condition, the most frequent colour and shape confusions: the judge's on the drawn
+    images, and the probe's on the embeddings."""
+    lines = []
+    for key, reader in (("read_as", "judge"), ("probe_read_as", "probe")):
+        for group, cells in table.items():
+            for name in CONDITIONS:
+                confusions = cells.get(name, {}).get(key, {})
+                worst = [f"{attr}: " + ", ".join(f"{asked}->{read} {share:.2f}"
+                                                 for asked, read, share in top_confusions(rows, count))
+                         for attr, rows in confusions.items() if top_confusions(rows, count)]
+                if worst:
+                    lines.append(f"{reader}, {group}, {name}: " + "; ".join(worst))
+    if lines:
+        lines.insert(0, "what was asked for and read as something else (asked->read, share of the asked value's "
+                        "readings): judge = the drawn images, probe = the speech embeddings")
+    return lines
 
 
 def table_lines(table: dict[str, Any]) -> list[str]:

@@ -116,6 +116,8 @@ def test_read_cell_splits_the_judges_hits_by_voice():
     assert cell["colour"] == pytest.approx(2 / 3)
     assert cell["by_voice"] == {"flite:awb": {"captions": 2, "colour": 1.0, "shape": 1.0, "size": 1.0},
                                 "flite:slt": {"captions": 1, "colour": 0.0, "shape": 1.0, "size": 1.0}}
+    # The one wrong caption (colour 1, orange) is read as the next colour, yellow, in both its images.
+    assert cell["read_as"]["colour"] == {"red": {"red": 1.0}, "orange": {"yellow": 1.0}, "yellow": {"yellow": 1.0}}
     lines = table_lines({"recorded": {"clean": cell}})
     assert [line.split()[:2] for line in lines[3:5]] == [["flite:awb", "1.00/1.00/1.00"],
                                                         ["flite:slt", "0.00/1.00/1.00"]]
@@ -135,3 +137,16 @@ def test_probe_only_tables_show_the_probe_per_voice():
     lines = table_lines({"recorded": {"clean": cell}})
     assert lines[1].split()[:3] == ["recorded", "probe", "0.75/0.75/1.00"]
     assert [line.split()[:2] for line in lines[2:4]] == [["a", "1.00/0.50/1.00"], ["b", "0.50/1.00/1.00"]]
+
+
+def test_confusion_lines_name_the_words_heard_as_others():
+    from s2i_train.eval_conditions import confusion_lines
+
+    cell = {"probe_read_as": {"colour": {"red": {"red": 0.5, "pink": 0.5}, "blue": {"blue": 1.0}},
+                              "shape": {"star": {"star": 1.0}}}}
+    judged = {"read_as": {"shape": {"star": {"heart": 0.25, "star": 0.75}}}}
+    lines = confusion_lines({"recorded": {"noisy_room": cell, "clean": judged},
+                             "espeak": {"clean": {"probe_read_as": {}}}})
+    assert lines[1:] == ["judge, recorded, clean: shape: star->heart 0.25",
+                         "probe, recorded, noisy_room: colour: red->pink 0.50"]
+    assert confusion_lines({"espeak": {"clean": {}}}) == []

@@ -232,21 +232,24 @@ def test_eval_reports_every_figure(base_run, tiny_data, tmp_path):
             for name in ("colour", "shape", "size", "all_three", "silhouette_shape"):
                 assert 0.0 <= cell[name] <= 1.0
             assert set(cell["probe"]) == {"colour", "shape", "size"}
+            # Each asked word's row of the probe's confusions sums to one.
+            for rows in cell["probe_read_as"].values():
+                assert all(sum(row.values()) == pytest.approx(1.0) for row in rows.values())
             assert cell["shape_judges_disagree"] == (abs(cell["shape"] - cell["silhouette_shape"]) > 0.1)
     assert result["test_captions"] == 32  # the headline figures: the held-out espeak-ng voices
 
 
 def test_shape_confusions_on_a_hand_case():
-    from s2i_train.eval import _read_as, top_confusions
+    from s2i_train.eval_conditions import read_as, top_confusions
 
     names = ("circle", "square", "hexagon")
     asked = torch.tensor([2, 2, 2, 2, 1, 1, 0])
     read = torch.tensor([0, 0, 2, 1, 1, 1, 0])
-    read_as = _read_as(asked, read, names)
-    assert read_as == {"circle": {"circle": 1.0}, "square": {"square": 1.0},
-                       "hexagon": {"circle": 0.5, "square": 0.25, "hexagon": 0.25}}
-    assert top_confusions(read_as, 1) == [("hexagon", "circle", 0.5)]
-    assert top_confusions(read_as) == [("hexagon", "circle", 0.5), ("hexagon", "square", 0.25)]
+    confusions = read_as(asked, read, names)
+    assert confusions == {"circle": {"circle": 1.0}, "square": {"square": 1.0},
+                          "hexagon": {"circle": 0.5, "square": 0.25, "hexagon": 0.25}}
+    assert top_confusions(confusions, 1) == [("hexagon", "circle", 0.5)]
+    assert top_confusions(confusions) == [("hexagon", "circle", 0.5), ("hexagon", "square", 0.25)]
 
 
 @pytest.mark.slow
