@@ -448,6 +448,33 @@ def test_other_encoder_objectives_train_and_evaluate(base_run, tmp_path, objecti
     assert "generated" not in report
 
 
+def test_encoder_weight_average_is_what_is_saved_and_resumes_exactly(base_run, tmp_path):
+    straight = _copy(base_run, tmp_path, "ema_straight")
+    split = _copy(base_run, tmp_path, "ema_split")
+    overrides = ["encoder.steps=4", "encoder.ema_decay=0.5", "run.checkpoint_every=100"]
+    train_stage("encoder", straight, overrides=overrides, progress=False)
+    train_stage("encoder", split, overrides=["encoder.steps=2", "encoder.ema_decay=0.5"], progress=False)
+    train_stage("encoder", split, overrides=overrides, resume=True, progress=False)
+    saved = load_file(str(straight / "encoder.safetensors"))
+    assert saved.keys() == load_file(str(split / "encoder.safetensors")).keys()
+    for key, value in load_file(str(split / "encoder.safetensors")).items():
+        assert torch.equal(saved[key], value), key
+    tree = load_state(straight, "encoder")[1]["stage"]
+    average, last = tree["ema"]["module"], tree["model"]
+    assert tree["ema"]["updates"] == 4
+    assert all(torch.equal(saved[key], average[key]) for key in saved)
+    assert any(not torch.equal(saved[key], last[f"encoder.{key}"]) for key in saved if saved[key].is_floating_point())
+    assert json.loads((straight / "encoder.json").read_text())["summary"]["ema_decay"] == 0.5
+    # A run saved without the average cannot be resumed into one that keeps it, nor can the decay be 1.
+    plain = _copy(base_run, tmp_path, "ema_plain")
+    with pytest.raises(InputError, match="no weight average"):
+        train_stage("encoder", plain, overrides=["encoder.steps=4", "encoder.ema_decay=0.5"], resume=True,
+                    progress=False)
+    with pytest.raises(InputError, match=r"encoder.ema_decay must be in \[0, 1\)"):
+        train_stage("encoder", _copy(base_run, tmp_path, "ema_one"), overrides=["encoder.ema_decay=1.0"],
+                    progress=False)
+
+
 def test_teacher_student_towards_the_spoken_mean_trains(base_run, tmp_path):
     run = _copy(base_run, tmp_path, "spoken_mean")
     result = train_stage("encoder", run, overrides=["encoder.teacher_target=spoken_mean"], progress=False)

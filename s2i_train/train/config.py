@@ -130,6 +130,11 @@ class EncoderTrainConfig:
     # without it the embedding holds the background word weakly and guesses the unsaid one from the voice.
     # 0 = off.
     background_weight: float = 0.0
+    # Keep an exponential moving average of the encoder's weights (this decay per step, warmed up as the
+    # generator's) and save the average instead of the last step's weights. Recorded-voice scores move by more
+    # between nearby checkpoints of one run than most changes this config can make; the average is one
+    # checkpoint smoothed over ~1 / (1 - decay) steps. 0 = off.
+    ema_decay: float = 0.0
     augment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
     # Augmentation of the sound itself (voice, speed, room, noise, telephone, gain, silence), drawn afresh every step;
     # when on, each step computes its features from the augmented waves instead of the cached features.

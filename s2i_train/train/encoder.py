@@ -36,6 +36,7 @@ from ..data import vocabulary
 from ..frontend import logmel_torch
 from ..metrics import retrieval_scores
 from ..models import FeatureWhitening, build_speech_encoder
+from ..models.ema import EMA
 from . import distributed
 from .augment import spec_augment
 from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank
@@ -159,6 +160,8 @@ class EncoderStage:
                 self.targets = self.targets[self.captions.image_index]
         torch.manual_seed(config.run.seed)
         self.model_config, self.model = self._build_model()
+        if not 0.0 <= cfg.ema_decay < 1.0:
+            raise InputError(f"encoder.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         dim = self.model.config.embedding_dim
         if self.targets is not None and self.targets.shape[1] != dim:
             raise ValueError(f"teacher features are {self.targets.shape[1]}-d, the encoder's embedding {dim}-d")
@@ -173,6 +176,7 @@ class EncoderStage:
         distributed.broadcast_module(self.trainable)
         self.trained = distributed.wrap(self.trainable)
         self.opt = torch.optim.Adam(self.trainable.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ema = EMA(self.model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.sampler = StepSampler(len(self.captions), cfg.batch_size, config.run.seed,
                                    distributed.rank(), distributed.world_size())
 
@@ -246,6 +250,8 @@ class EncoderStage:
         self.opt.zero_grad(set_to_none=True)
         backward(loss)
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return {"loss": loss.item(), **{k: float(v) for k, v in figures.items()}}
 
     def augmented_batch(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,11 +282,22 @@ class EncoderStage:
         return [self.trainable]
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.trainable.state_dict(), "opt": self.opt.state_dict()}
+        tree = {"model": self.trainable.state_dict(), "opt": self.opt.state_dict()}
+        if self.ema is not None:
+            tree["ema"] = self.ema.state_dict()
+        return tree
 
     def load_state(self, tree: dict[str, Any]) -> None:
         self.trainable.load_state_dict(tree["model"])
         self.opt.load_state_dict(tree["opt"])
+        if self.ema is not None:
+            if "ema" not in tree:
+                raise InputError("the checkpoint has no weight average; resume with encoder.ema_decay = 0")
+            self.ema.load_state_dict(tree["ema"])
+
+    def saved_model(self) -> nn.Module:
+        """The weights the stage saves: the moving average when it keeps one, else the last step's."""
+        return (self.ema.module if self.ema is not None else self.model).eval()
 
     def summary(self, step: int) -> dict[str, Any]:
         summary = {"step": step, "objective": self.cfg.objective, "captions": len(self.captions)}
@@ -290,6 +307,8 @@ class EncoderStage:
             summary["teacher_class_map"] = {name: round(v, 4) for name, v in self.teacher_scores.items()}
         if self.whitening is not None:
             summary["teacher_whiten"] = self.cfg.teacher_whiten
+        if self.ema is not None:
+            summary["ema_decay"] = self.cfg.ema_decay
         return summary
 
     def save_outputs(self, step: int) -> None:
@@ -298,4 +317,4 @@ class EncoderStage:
             # Written before the encoder, whose summary is what says the targets were whitened.
             save_module(self.run_dir, TEACHER_WHITENING, self.whitening, self.whitening.config,
                         {"fitted_on": self.teacher_name})
-        save_module(self.run_dir, ENCODER, self.model.eval(), self.model_config, summary)
+        save_module(self.run_dir, ENCODER, self.saved_model(), self.model_config, summary)

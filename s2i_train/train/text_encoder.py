@@ -95,7 +95,7 @@ class TextEncoderStage(EncoderStage):
         summary = {**self.summary(step), "speech_encoder_sha256": self.speech_meta.get("sha256")}
         if self.readouts is not None:
             summary["readout_weight"] = self.config.text_encoder.readout_weight
-        save_module(self.run_dir, TEXT_ENCODER, self.model.eval(), self.model_config, summary)
+        save_module(self.run_dir, TEXT_ENCODER, self.saved_model(), self.model_config, summary)
 
 
 @torch.no_grad()
