@@ -189,6 +189,8 @@ class _Checker:
 
     def fail(self, field: str, problem: str, value: Any) -> None:
         got = "" if value is None else f", got {_show(value)}"
+        # Field names can come from the manifest's own keys: escaped, so that the error stays one line.
+        field = "".join(c if c.isprintable() else repr(c)[1:-1] for c in field)
         raise BundleError(f"{self.where}: {field} {problem}{got}")
 
     def obj(self, data: dict[str, Any], field: str) -> dict[str, Any]:

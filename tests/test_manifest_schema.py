@@ -113,3 +113,14 @@ def test_any_field_set_to_any_json_loads_or_is_one_line(data, sealed, scratch):
         load_bundle(scratch)
     except BundleError as exc:
         assert "\n" not in str(exc) and len(str(exc)) < 400
+
+
+def test_a_field_named_with_control_characters_is_named_on_one_line(sealed, tmp_path):
+    bundle = shutil.copytree(sealed, tmp_path / "b")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["frontend"]["\n"] = None
+    manifest.pop(HASH_FIELD)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as caught:
+        load_bundle(bundle)
+    assert "\n" not in str(caught.value) and "frontend.\\n is not a front-end field" in str(caught.value)
