@@ -138,6 +138,8 @@ class EncoderStage:
             value = getattr(cfg, field)
             if value not in allowed:
                 raise InputError(f"encoder.{field} must be one of {', '.join(allowed)}, got {value!r}")
+        if not 0.0 <= cfg.ema_decay < 1.0:
+            raise InputError(f"encoder.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         self.run_dir = run_dir
         root = config.data.root
         size = config.teacher.image_size
@@ -160,8 +162,6 @@ class EncoderStage:
                 self.targets = self.targets[self.captions.image_index]
         torch.manual_seed(config.run.seed)
         self.model_config, self.model = self._build_model()
-        if not 0.0 <= cfg.ema_decay < 1.0:
-            raise InputError(f"encoder.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         dim = self.model.config.embedding_dim
         if self.targets is not None and self.targets.shape[1] != dim:
             raise ValueError(f"teacher features are {self.targets.shape[1]}-d, the encoder's embedding {dim}-d")
