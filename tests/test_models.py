@@ -47,6 +47,9 @@ SMALL_ENCODERS = {
     "s2igan-centred": SpeechEncoderConfig(
         arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean"
     ),
+    "s2igan-local": SpeechEncoderConfig(
+        arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), rnn="none", context_kernels=(5, 3)
+    ),
     "s2igan-liftered": SpeechEncoderConfig(
         arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean",
         cepstral_lifter=12,
@@ -211,6 +214,25 @@ def test_encoder_trains_in_train_mode():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def test_local_context_encoder_steps_hear_only_their_own_stretch_of_speech():
+    torch.manual_seed(0)
+    model = build_speech_encoder(SMALL_ENCODERS["s2igan-local"])
+    _randomise_norm_stats(model)
+    model.eval()
+    mel = _mels(1, 200)
+    changed = mel.clone()
+    changed[:, :, 120:] = torch.randn_like(changed[:, :, 120:]) * 10 - 40
+    lengths = torch.tensor([200])
+    with torch.no_grad():
+        before, _ = model.steps(mel, lengths)
+        after, _ = model.steps(changed, lengths)
+    # Step j of the strided convs covers frames 4j - 6 .. 4j + 9; kernels 5 and 3 add 3 steps either side, so
+    # step j hears frames up to 4j + 21 and steps below 24 never hear frame 120.
+    reach = (120 - 21) // 4
+    assert torch.equal(before[:, :reach], after[:, :reach])
+    assert not torch.allclose(before[:, reach + 2 :], after[:, reach + 2 :])
+
+
 def test_encoder_config_resolution_and_validation():
     cfg = SpeechEncoderConfig(arch="s2igan").resolved()
     assert (cfg.rnn, cfg.rnn_layers, cfg.conv_channels, cfg.normalize) == ("gru", 2, (64, 128), "l2")
@@ -221,6 +243,12 @@ def test_encoder_config_resolution_and_validation():
         SpeechEncoderConfig(arch="transformer")
     with pytest.raises(ValueError, match="conv_channels"):
         SpeechEncoderConfig(arch="s2igan", conv_channels=(1, 2, 3))
+    with pytest.raises(ValueError, match="only built for the s2igan"):
+        SpeechEncoderConfig(rnn="none")
+    with pytest.raises(ValueError, match="odd and positive"):
+        SpeechEncoderConfig(arch="s2igan", rnn="none", context_kernels=(4,))
+    with pytest.raises(ValueError, match="at least one"):
+        SpeechEncoderConfig(arch="s2igan", rnn="none", context_kernels=())
     assert SpeechEncoderConfig.from_dict(SpeechEncoderConfig(conv_channels=(1,) * 8).to_dict()) == SpeechEncoderConfig(
         conv_channels=(1,) * 8
     )
@@ -245,7 +273,7 @@ def _onnx_session(model, args, input_names, output_names, dynamic_axes, path, op
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("name", ["cnn-rnn", "s2igan", "s2igan-centred", "s2igan-liftered"])
+@pytest.mark.parametrize("name", ["cnn-rnn", "s2igan", "s2igan-centred", "s2igan-liftered", "s2igan-local"])
 def test_encoder_onnx_export_matches_torch(name, tmp_path):
     model = _encoder(name)
     session = _onnx_session(

@@ -4,6 +4,8 @@ Two architectures:
 - "cnn-rnn" (Li et al.): per-band input BN, a conv over all mel bands, strided 1-D convs with BN/ReLU and
   two max-pools (time shrinks 64x), a bidirectional RNN, mean over valid steps. No L2 normalisation.
 - "s2igan" (Wang et al.): two Conv1d k6 s2 + BN, 2-layer BiGRU, self-attention pooling, L2-normalised.
+  With rnn = "none" the BiGRU gives way to stride-1 convolutions whose reach is about one word, so every step
+  describes its own stretch of speech and nothing further.
 
 Both differ from the reference code where it was broken: lengths are carried and everything beyond them is
 masked (padding never changes an embedding), the backward RNN direction starts at each utterance's own last
@@ -32,7 +34,7 @@ from .masking import (
 )
 
 ARCHS = ("cnn-rnn", "s2igan")
-RNNS = ("gru", "lstm")
+RNNS = ("gru", "lstm", "none")
 CENTERINGS = ("none", "speech_mean")
 
 # Li et al.'s conv stack as (kind, out-channel index, kernel, stride): kind "conv" or "pool".
@@ -62,11 +64,15 @@ class SpeechEncoderConfig:
     arch: str = "cnn-rnn"
     n_mels: int = 40
     embedding_dim: int = 1024
-    rnn: str = "auto"  # "gru" | "lstm" | "auto" (cnn-rnn: lstm, s2igan: gru)
+    rnn: str = "auto"  # "gru" | "lstm" | "none" (s2igan only) | "auto" (cnn-rnn: lstm, s2igan: gru)
     hidden: int = 512  # per direction; a Linear projects 2*hidden to embedding_dim when they differ
     rnn_layers: int = 0  # 0 = auto (cnn-rnn: 1, s2igan: 2)
     conv_channels: tuple[int, ...] = ()  # () = paper widths; cnn-rnn takes 8 values, s2igan 2
     attention_dim: int = 128  # s2igan self-attention pooling
+    # rnn = "none": kernels of the stride-1 conv + BN + ReLU layers (2 * hidden channels) that replace the RNN.
+    # After the two strided convs a step is 4 frames, so (5, 3) reaches 40 frames (0.4 s): about one word, which
+    # keeps a colour word's steps from hearing the shape word beside it.
+    context_kernels: tuple[int, ...] = (5, 3)
     normalize: str = "auto"  # "l2" | "none" | "auto" (cnn-rnn: none, s2igan: l2)
     pad_value: float = FrontendSpec().pad_value  # feature value of padding (the dB floor)
     # "speech_mean" subtracts each utterance's mean log-Mel over its speech frames, band by band (cepstral mean
@@ -82,7 +88,13 @@ class SpeechEncoderConfig:
         if self.arch not in ARCHS:
             raise ValueError(f"speech encoder arch must be one of {ARCHS}, got {self.arch!r}")
         if self.rnn not in RNNS + ("auto",):
-            raise ValueError(f"rnn must be 'gru', 'lstm' or 'auto', got {self.rnn!r}")
+            raise ValueError(f"rnn must be 'gru', 'lstm', 'none' or 'auto', got {self.rnn!r}")
+        if self.rnn == "none" and self.arch != "s2igan":
+            raise ValueError("rnn = 'none' (convolutions instead) is only built for the s2igan encoder")
+        if self.rnn == "none" and not self.context_kernels:
+            raise ValueError("rnn = 'none' needs at least one context_kernels entry")
+        if any(kernel < 1 or kernel % 2 == 0 for kernel in self.context_kernels):
+            raise ValueError("context_kernels must be odd and positive, so that every step keeps its place")
         if self.input_centering not in CENTERINGS:
             raise ValueError(f"input_centering must be one of {CENTERINGS}, got {self.input_centering!r}")
         if self.speech_floor_db <= 0:
@@ -189,6 +201,23 @@ class BiRNN(nn.Module):
         return x
 
 
+class LocalContext(nn.Module):
+    """Stride-1 conv + BN + ReLU layers over (B, T, C): the RNN's place with a bounded reach in time."""
+
+    def __init__(self, input_size: int, width: int, kernels: tuple[int, ...]) -> None:
+        super().__init__()
+        sizes = [input_size] + [width] * len(kernels)
+        self.blocks = nn.ModuleList(
+            _ConvBlock(sizes[index], width, kernel, 1, relu=True) for index, kernel in enumerate(kernels))
+        self.width = width
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2)
+        for block in self.blocks:
+            x, lengths = block(x, lengths)
+        return x.transpose(1, 2)
+
+
 class SpeechEncoder(nn.Module):
     """forward(mel (B, n_mels, T) float32, lengths (B,) int64 frames) -> (B, embedding_dim)."""
 
@@ -215,7 +244,10 @@ class SpeechEncoder(nn.Module):
             blocks.append(_ConvBlock(config.n_mels, channels[0], 6, 2, relu=False))
             blocks.append(_ConvBlock(channels[0], channels[1], 6, 2, relu=False))
         self.convs = nn.ModuleList(blocks)
-        self.rnn = BiRNN(config.rnn, channels[-1], config.hidden, config.rnn_layers)
+        if config.rnn == "none":
+            self.rnn = LocalContext(channels[-1], 2 * config.hidden, config.context_kernels)
+        else:
+            self.rnn = BiRNN(config.rnn, channels[-1], config.hidden, config.rnn_layers)
         width = 2 * config.hidden
         if config.arch == "s2igan":
             self.attention = nn.Sequential(
@@ -226,6 +258,21 @@ class SpeechEncoder(nn.Module):
         self.projection = nn.Linear(width, config.embedding_dim) if width != config.embedding_dim else None
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        steps, valid = self.steps(mel, lengths)
+        if self.attention is None:
+            pooled = masked_mean(steps, valid, dim=1)
+        else:
+            # One softmax over time per feature (S2IGAN), restricted to valid steps.
+            weights = masked_softmax(self.attention(steps), valid, dim=1)
+            pooled = (weights * steps).sum(dim=1)
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        if self.config.normalize == "l2":
+            pooled = F.normalize(pooled, dim=1, eps=1e-12)
+        return pooled
+
+    def steps(self, mel: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the pooling reads: (features per step (B, T', 2 * hidden), valid steps (B, T', 1) bool)."""
         # A length beyond the tensor means "all of it"; read T from the tensor so the graph stays dynamic.
         frames = torch.ones_like(mel[:, 0, :], dtype=torch.int64).sum(dim=1)
         lengths = torch.minimum(lengths.to(torch.int64), frames).clamp(min=1)
@@ -242,18 +289,7 @@ class SpeechEncoder(nn.Module):
         for block in self.convs:
             x, lengths = block(x, lengths)
         steps = self.rnn(x.transpose(1, 2), lengths)  # (B, T', 2*hidden)
-        valid = time_mask(x, lengths).transpose(1, 2)  # (B, T', 1)
-        if self.attention is None:
-            pooled = masked_mean(steps, valid, dim=1)
-        else:
-            # One softmax over time per feature (S2IGAN), restricted to valid steps.
-            weights = masked_softmax(self.attention(steps), valid, dim=1)
-            pooled = (weights * steps).sum(dim=1)
-        if self.projection is not None:
-            pooled = self.projection(pooled)
-        if self.config.normalize == "l2":
-            pooled = F.normalize(pooled, dim=1, eps=1e-12)
-        return pooled
+        return steps, time_mask(x, lengths).transpose(1, 2)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Number of RNN steps each utterance gets (>= 1)."""
