@@ -68,6 +68,8 @@ from .train.banks import (
     load_caption_bank,
     load_image_bank,
     load_wave_bank,
+    read_records,
+    says_shape,
 )
 from .train.common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES
 from .train.config import TrainConfig, load_run_config
@@ -571,9 +573,12 @@ def _conditions(root: Path, run_dir: Path, captions, embed_waves, drawer: Drawer
 def babble_source(root: Path, run_dir: Path) -> Callable[[np.random.Generator], np.ndarray]:
     """The training captions' voices, from which the noisy room's babble is drawn."""
     train_waves = load_wave_bank(root, "train", run_dir=run_dir)
+    # Captions that name everything, as in data without shape-open captions: the same seed, the same babble.
+    full = [row for row, record in enumerate(r for r in read_records(root) if r["split"] == "train")
+            if says_shape(record)]
 
     def babble_voice(rng: np.random.Generator) -> np.ndarray:
-        return train_waves.wave(int(rng.integers(len(train_waves))))
+        return train_waves.wave(full[int(rng.integers(len(full)))])
 
     return babble_voice
 
@@ -601,7 +606,7 @@ def _attribute_probe(encoder, root: Path, run_dir: Path) -> Callable[[torch.Tens
     and applied to any embeddings: scored on the test captions it tells whether the attribute is encoded in a
     way that carries over to unseen pairs and voices (a generator can only draw what this reads)."""
     train_images = load_image_bank(root, "train", (load_run_config(run_dir).teacher.image_size,), run_dir)
-    train_captions = load_caption_bank(root, "train", train_images, run_dir=run_dir)
+    train_captions = load_caption_bank(root, "train", train_images, run_dir=run_dir).fully_said()
     train_speech = caption_embeddings(encoder, train_captions).numpy().astype(np.float64)
     mean, std = train_speech.mean(0), train_speech.std(0) + 1e-6
     fits = {}

@@ -132,6 +132,37 @@ def test_regenerating_gives_identical_bytes(tiny_shapes, tmp_path):
     assert results["pink_hexagon"] == expected
 
 
+def test_shape_open_captions_are_extra_training_captions_that_leave_every_full_caption_as_it_was(tiny_shapes, tmp_path):
+    from s2i_train.data.captions import COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
+
+    config = shapes.ShapesConfig(images_per_class=2, captions_per_image=1, image_size=64, seed=3,
+                                 shape_open_per_image=2)
+    jobs = [(str(tmp_path), name, config.__dict__) for name in ("blue_square", "red_circle")]
+    with multiprocessing.get_context("spawn").Pool(2, maxtasksperchild=1) as pool:
+        results = dict(pool.map(shapes.build_class, jobs))
+    assert vocabulary.split_of("red_circle") == "test" and vocabulary.split_of("blue_square") == "train"
+    assert results["red_circle"] == [c for c in _captions(tiny_shapes) if c["class"] == "red_circle"]
+    train = results["blue_square"]
+    full = [r for r in train if "shape_said" not in r]
+    open_ = [r for r in train if "shape_said" in r]
+    assert full == [c for c in _captions(tiny_shapes) if c["class"] == "blue_square"]
+    for r in full:
+        assert (tmp_path / r["audio"]).read_bytes() == (tiny_shapes / r["audio"]).read_bytes(), r["audio"]
+    assert len(open_) == 2 * 2 and {r["caption_index"] for r in open_} == {1, 2}
+    for r in open_:
+        words = r["text"].lower().replace(",", " ").split()
+        assert r["shape_said"] is False
+        assert not any(w in r["text"].lower() for options in SHAPE_WORDS.values() for w in options), r["text"]
+        assert any(w in words for w in COLOUR_WORDS[r["colour"]]) and any(w in words for w in SIZE_WORDS[r["size"]])
+        assert load_audio(tmp_path / r["audio"]).size > 0.3 * 16000
+    assert len({r["audio"] for r in train}) == len(train)
+
+
+def test_shape_open_option_is_checked():
+    with pytest.raises(Exception, match="shape-open-per-image"):
+        shapes.ShapesConfig(shape_open_per_image=-1)
+
+
 def _run_cli(argv, capsys):
     from s2i_runtime.cliutil import run_app
 

@@ -56,6 +56,28 @@ def test_captions_say_which_attributes_they_name(tiny):
     assert 0 < captions.spoken[:, 3].sum() < len(captions)
 
 
+def test_captions_that_leave_the_shape_open_are_marked_and_left_out_of_the_fully_said(tiny, tmp_path):
+    import json
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny, root)
+    records = [json.loads(line) for line in (root / "captions.jsonl").read_text().splitlines()]
+    extra = [{**r, "caption_index": 1, "audio": r["audio"].replace("_0.wav", "_1.wav"), "shape_said": False,
+              "text": "something small and red"} for r in records[:5] if r["split"] == "train"]
+    for r in extra:
+        shutil.copy(root / r["audio"].replace("_1.wav", "_0.wav"), root / r["audio"])
+    (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records + extra))
+    images = load_image_bank(root, "train", (64,))
+    captions = load_caption_bank(root, "train", images)
+    shape_said = captions.spoken[:, 1]
+    assert shape_said.tolist() == [True] * (len(captions) - len(extra)) + [False] * len(extra)
+    assert captions.spoken[:, [0, 2]].all()
+    full = captions.fully_said()
+    assert len(full) == len(captions) - len(extra) and full.spoken[:, :3].all()
+    assert [r["audio"] for r in full.records] == [r["audio"] for r in records if r["split"] == "train"]
+
+
 def test_caption_batch_pads_with_the_floor_and_keeps_lengths(tiny):
     images = load_image_bank(tiny, "test", (64,))
     captions = load_caption_bank(tiny, "test", images)

@@ -29,6 +29,29 @@ def test_spoken_mean_averages_over_images_that_agree_with_what_is_said():
     assert torch.equal(targets, torch.tensor([[2.0, 0.0], [3.0, 0.0], [0.0, 5.0], [0.0, 7.0]]))
 
 
+def test_a_caption_that_leaves_the_shape_open_targets_every_shape_of_its_colour_and_size():
+    image_attributes = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [1, 1, 0, 0]])
+    features = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0], [0.0, 7.0]])
+    captions = _captions([[0, 0, 0, 0], [0, 1, 0, 0]], [[True, False, True, False], [True, True, True, False]])
+    targets = spoken_mean_targets(features, image_attributes, captions)
+    assert torch.equal(targets, torch.tensor([[2.0, 0.0], [3.0, 0.0]]))
+
+
+def test_shape_open_captions_need_the_spoken_mean_target(tmp_path):
+    import json
+
+    from s2i_runtime.errors import InputError
+    from s2i_train.train.runner import train_stage
+
+    data = tmp_path / "data"
+    data.mkdir()
+    record = {"split": "train", "key": "red_star/0000", "caption_index": 2, "shape_said": False}
+    (data / "captions.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(InputError, match="leave the shape unsaid"):
+        train_stage("encoder", tmp_path / "run", data=data, overrides=["encoder.teacher_target=image"],
+                    progress=False)
+
+
 def test_unknown_teacher_target_is_an_input_error(tmp_path):
     from s2i_runtime.errors import InputError
     from s2i_train.train.runner import train_stage

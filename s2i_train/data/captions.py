@@ -23,6 +23,17 @@ TEMPLATES: tuple[str, ...] = (
     "a picture of {a} {size} {colour} {shape} on {background} grey",
 )
 
+# Extra training captions that name colour and size but leave the shape open: with every shape word heard beside
+# only some colour words, an encoder can learn a colour-shape phrase as a unit; these ask for the colour word alone.
+SHAPE_OPEN_TEMPLATES: tuple[str, ...] = (
+    "{a} {size} {colour} one",
+    "something {size} and {colour}",
+    "{a} {size} {colour} thing on {a_bg} {background} background",
+    "I see something {colour}, quite {size}",
+    "draw {a} {size} {colour} figure",
+    "it is {colour} and {size}",
+)
+
 SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
 COLOUR_WORDS: dict[str, tuple[str, ...]] = {
     "red": ("red",),
@@ -57,9 +68,12 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def make_caption(rng: np.random.Generator, colour: str, shape: str, size: str, background: str) -> tuple[str, int]:
-    """A random caption for these attributes, and the index of the template used."""
-    template_index = int(rng.integers(len(TEMPLATES)))
+def make_caption(rng: np.random.Generator, colour: str, shape: str, size: str, background: str,
+                 say_shape: bool = True) -> tuple[str, int]:
+    """A random caption for these attributes, and the index of the template used (in SHAPE_OPEN_TEMPLATES when
+    `say_shape` is False)."""
+    templates = TEMPLATES if say_shape else SHAPE_OPEN_TEMPLATES
+    template_index = int(rng.integers(len(templates)))
 
     def pick(options: tuple[str, ...]) -> str:
         return options[int(rng.integers(len(options)))]
@@ -73,5 +87,5 @@ def make_caption(rng: np.random.Generator, colour: str, shape: str, size: str, b
     words["a"] = article(words["size"])
     words["a_bg"] = article(words["background"])
     words["a_colour"] = article(words["colour"]).capitalize()
-    text = TEMPLATES[template_index].format(**words)
+    text = templates[template_index].format(**words)
     return text[0].upper() + text[1:], template_index

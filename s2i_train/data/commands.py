@@ -26,6 +26,8 @@ def shapes(
     seed: int = typer.Option(0, help="Same seed and options give byte-identical files."),
     recorded_fraction: float = typer.Option(
         0.5, help="Share of training captions spoken by flite/festival voices (the rest by espeak-ng)."),
+    shape_open_per_image: int = typer.Option(
+        0, help="Extra training captions per image that name colour and size but leave the shape unsaid."),
     workers: int = typer.Option(0, help="Worker processes (0 = one per CPU core, at most 8)."),
     overwrite: bool = typer.Option(False, help="Replace a dataset this command wrote before."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
@@ -35,7 +37,8 @@ def shapes(
 
     from .shapes import ShapesConfig, generate
 
-    config = ShapesConfig(images_per_class, captions_per_image, image_size, seed, recorded_fraction)
+    config = ShapesConfig(images_per_class, captions_per_image, image_size, seed, recorded_fraction,
+                          shape_open_per_image)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=True, disable=as_json) as progress:
         task = progress.add_task("Spoken-Shapes classes", total=64)

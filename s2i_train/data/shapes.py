@@ -46,6 +46,9 @@ class ShapesConfig:
     # Share of training captions spoken by the voices built from recordings (the rest by espeak-ng): half, so
     # neither kind of synthesis is what the encoder mostly learns.
     recorded_fraction: float = 0.5
+    # Training captions per image that name colour and size but not the shape (captions.SHAPE_OPEN_TEMPLATES),
+    # beside the captions_per_image full ones; the test split has none.
+    shape_open_per_image: int = 0
 
     def __post_init__(self) -> None:
         if self.images_per_class < 1:
@@ -58,6 +61,8 @@ class ShapesConfig:
             raise InputError("--seed must not be negative")
         if not 0.0 <= self.recorded_fraction <= 1.0:
             raise InputError("--recorded-fraction must be between 0 and 1")
+        if not 0 <= self.shape_open_per_image <= 100:
+            raise InputError("--shape-open-per-image must be between 0 and 100")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +81,10 @@ class GenerationSummary:
             "seconds": round(self.seconds, 2),
             "bytes_on_disk": self.bytes_on_disk,
         }
+
+
+# Random streams of the shape-open captions start here, past any full caption's (1 + 2 * captions_per_image).
+_SHAPE_OPEN_STREAM = 1000
 
 
 def image_key(class_name: str, index: int) -> str:
@@ -170,38 +179,52 @@ def build_class(job: tuple[str, str, dict]) -> tuple[str, list[dict]]:
     records: list[dict] = []
     espeak_waves: dict[int, np.ndarray] = {}
     recorded_rows: list[tuple[int, recorded_voices.RecordedUtterance]] = []
+
+    def add(base: dict, caption_index: int, rng: np.random.Generator, voice_rng: np.random.Generator) -> None:
+        record = {**base, "caption_index": caption_index, "audio": f"audio/{base['key']}_{caption_index}.wav"}
+        use_recorded = caption_index >= config.captions_per_image if test else (
+            float(rng.random()) < config.recorded_fraction)
+        if use_recorded:
+            voice = recorded[int(voice_rng.integers(len(recorded)))]
+            utterance = recorded_voices.sample_utterance(base["text"], voice, voice_rng)
+            record.update(engine=voice.engine, voice=voice.label, **utterance.prosody())
+            recorded_rows.append((len(records), utterance))
+        else:
+            voice = espeak_voices[int(voice_rng.integers(len(espeak_voices)))]
+            rate, pitch = speech.sample_prosody(voice_rng)
+            raw = synthesizer.speak(speech.Utterance(base["text"], voice, rate, pitch),
+                                    seed=int(voice_rng.integers(2**31)))
+            espeak_waves[len(records)] = speech.resample_to_16k(raw, synthesizer.sample_rate)
+            record.update(engine="espeak-ng", voice=voice.name, rate=rate, pitch=pitch)
+        records.append(record)
+
+    specs = []
     for index in range(config.images_per_class):
         key = image_key(class_name, index)
         spec = render.sample_image_spec(
             item_rng(config.seed, shape_class.class_id, index, 0), shape_class.colour, shape_class.shape
         )
+        specs.append(spec)
         image_path = f"images/{key}.png"
         atomic_write_bytes(root / image_path, png_bytes(render.render(spec, config.image_size)))
         for k in range(config.captions_per_image):
             rng = item_rng(config.seed, shape_class.class_id, index, 1 + k)
             text, template = captions.make_caption(rng, spec.colour, spec.shape, spec.size, spec.background)
             base = _caption_record(key, split, shape_class, image_path, text, template, spec)
-            respoken = [(k, rng)]
+            add(base, k, rng, rng)
             if test:
-                respoken.append((config.captions_per_image + k,
-                                 item_rng(config.seed, shape_class.class_id, index, 1 + config.captions_per_image + k)))
-            for caption_index, voice_rng in respoken:
-                record = {**base, "caption_index": caption_index, "audio": f"audio/{key}_{caption_index}.wav"}
-                use_recorded = caption_index >= config.captions_per_image if test else (
-                    float(rng.random()) < config.recorded_fraction)
-                if use_recorded:
-                    voice = recorded[int(voice_rng.integers(len(recorded)))]
-                    utterance = recorded_voices.sample_utterance(text, voice, voice_rng)
-                    record.update(engine=voice.engine, voice=voice.label, **utterance.prosody())
-                    recorded_rows.append((len(records), utterance))
-                else:
-                    voice = espeak_voices[int(voice_rng.integers(len(espeak_voices)))]
-                    rate, pitch = speech.sample_prosody(voice_rng)
-                    raw = synthesizer.speak(speech.Utterance(text, voice, rate, pitch),
-                                            seed=int(voice_rng.integers(2**31)))
-                    espeak_waves[len(records)] = speech.resample_to_16k(raw, synthesizer.sample_rate)
-                    record.update(engine="espeak-ng", voice=voice.name, rate=rate, pitch=pitch)
-                records.append(record)
+                add(base, config.captions_per_image + k,
+                    rng, item_rng(config.seed, shape_class.class_id, index, 1 + config.captions_per_image + k))
+    # After every full caption, and from streams of their own: espeak-ng's output depends on what the process
+    # spoke before, so the full captions come out the same with or without these.
+    for index, spec in enumerate(specs if not test else ()):
+        key = image_key(class_name, index)
+        for k in range(config.shape_open_per_image):
+            rng = item_rng(config.seed, shape_class.class_id, index, _SHAPE_OPEN_STREAM + k)
+            text, template = captions.make_caption(rng, spec.colour, spec.shape, spec.size, spec.background,
+                                                   say_shape=False)
+            base = _caption_record(key, split, shape_class, f"images/{key}.png", text, template, spec)
+            add({**base, "shape_said": False}, config.captions_per_image + k, rng, rng)
     waves = dict(espeak_waves)
     if recorded_rows:
         spoken = recorded_voices.synthesize([u for _, u in recorded_rows])
@@ -287,6 +310,7 @@ def dataset_metadata(config: ShapesConfig, records: list[dict]) -> dict:
         "engines": {split: {engine: sum(1 for r in records if r["split"] == split and r["engine"] == engine)
                             for engine in ("espeak-ng", "flite", "festival")} for split in ("train", "test")},
         "templates": list(captions.TEMPLATES),
+        **({"shape_open_templates": list(captions.SHAPE_OPEN_TEMPLATES)} if config.shape_open_per_image else {}),
         "synonyms": {
             "size": captions.SIZE_WORDS,
             "colour": captions.COLOUR_WORDS,
@@ -315,6 +339,8 @@ def dataset_card(meta: dict) -> str:
         f"- seed {config['seed']}, {config['images_per_class']} images per class, "
         f"{config['captions_per_image']} spoken caption(s) per image, images {config['image_size']}x"
         f"{config['image_size']} px (PNG)",
+        *([f"- {config['shape_open_per_image']} more training caption(s) per image that leave the shape unsaid "
+           '(`"shape_said": false` in `captions.jsonl`)'] if config.get("shape_open_per_image") else []),
         f"- train: {counts['classes']['train']} classes, {counts['images']['train']} images, "
         f"{counts['captions']['train']} captions",
         f"- test: {counts['classes']['test']} classes, {counts['images']['test']} images, "

@@ -45,6 +45,11 @@ def read_records(root: str | Path) -> list[dict]:
     return records
 
 
+def says_shape(record: dict) -> bool:
+    """Whether a caption names its shape: all do but the training captions made to leave it open."""
+    return bool(record.get("shape_said", True))
+
+
 def _fingerprint(root: Path, extra: str) -> str:
     digest = hashlib.sha256((root / "captions.jsonl").read_bytes())
     digest.update(extra.encode())
@@ -129,6 +134,11 @@ class CaptionBank:
     def __len__(self) -> int:
         return len(self.records)
 
+    def fully_said(self) -> CaptionBank:
+        """The captions that name colour, shape and size (every one but those made to leave the shape open)."""
+        columns = [ATTRIBUTES.index(name) for name in ("colour", "shape", "size")]
+        return self.subset(torch.nonzero(self.spoken[:, columns].all(dim=1)).reshape(-1))
+
     def subset(self, rows: torch.Tensor) -> CaptionBank:
         """The captions at `rows` (sharing this bank's frames)."""
         return CaptionBank(self.frames, self.offsets[rows], self.lengths[rows], self.image_index[rows],
@@ -206,6 +216,7 @@ def load_caption_bank(
     offsets = torch.cumsum(lengths, 0) - lengths
     spoken = torch.ones(len(records), len(ATTRIBUTES), dtype=torch.bool)
     spoken[:, ATTRIBUTES.index("background")] = torch.tensor([names_background(r["text"]) for r in records])
+    spoken[:, ATTRIBUTES.index("shape")] = torch.tensor([says_shape(r) for r in records])
     return CaptionBank(cached["frames"], offsets, lengths, image_index, attributes, class_ids, records,
                        spec.pad_value, spec.min_frames, spoken)
 

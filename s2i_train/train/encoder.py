@@ -39,7 +39,7 @@ from ..models import FeatureWhitening, build_speech_encoder
 from ..models.ema import EMA
 from . import distributed
 from .augment import spec_augment
-from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank
+from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank, read_records, says_shape
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .loop import StepSampler
@@ -142,6 +142,11 @@ class EncoderStage:
             raise InputError(f"encoder.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         self.run_dir = run_dir
         root = config.data.root
+        if not (cfg.objective == "teacher_student" and cfg.teacher_target == "spoken_mean") and any(
+                not says_shape(r) for r in read_records(root) if r["split"] == "train"):
+            raise InputError("some training captions leave the shape unsaid, and only encoder.objective = "
+                             "'teacher_student' with encoder.teacher_target = 'spoken_mean' gives them a target "
+                             "that names no shape")
         size = config.teacher.image_size
         images = load_image_bank(root, "train", (size,), run_dir)
         self.targets, self.whitening = None, None
@@ -233,7 +238,8 @@ class EncoderStage:
         if attribute_logits is not None:
             labels = self.captions.attributes[idx]
             if self.cfg.attribute_weight > 0:
-                spoken, accs = attribute_loss(attribute_logits, labels, SPOKEN_ATTRIBUTES)
+                named = torch.where(self.captions.spoken[idx], labels, torch.full_like(labels, -100))
+                spoken, accs = attribute_loss(attribute_logits, named, SPOKEN_ATTRIBUTES)
                 loss = loss + self.cfg.attribute_weight * spoken
                 figures.update(attributes=spoken.item(), **accs)
             if self.cfg.background_weight > 0:

@@ -158,7 +158,9 @@ class GeneratorStage:
         self.sizes = self.model_config.image_sizes
         root = config.data.root
         self.images = load_image_bank(root, "train", self.sizes, run_dir)
-        self.captions = load_caption_bank(root, "train", self.images, run_dir=run_dir)
+        # The generator draws what a caption names; a caption that leaves the shape open would ask it for any shape
+        # while the checkers and the discriminator hold it to its image's.
+        self.captions = load_caption_bank(root, "train", self.images, run_dir=run_dir).fully_said()
         self.embeddings = caption_embeddings(encoder, self.captions)
         del encoder
         needs_teacher = cfg.teacher_consistency or cfg.speech_matching_weight > 0 or cfg.relation_weight > 0
