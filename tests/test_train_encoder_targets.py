@@ -37,21 +37,6 @@ def test_a_caption_that_leaves_the_shape_open_targets_every_shape_of_its_colour_
     assert torch.equal(targets, torch.tensor([[2.0, 0.0], [3.0, 0.0]]))
 
 
-def test_shape_open_captions_need_the_spoken_mean_target(tmp_path):
-    import json
-
-    from s2i_runtime.errors import InputError
-    from s2i_train.train.runner import train_stage
-
-    data = tmp_path / "data"
-    data.mkdir()
-    record = {"split": "train", "key": "red_star/0000", "caption_index": 2, "shape_said": False}
-    (data / "captions.jsonl").write_text(json.dumps(record) + "\n")
-    with pytest.raises(InputError, match="leave the shape unsaid"):
-        train_stage("encoder", tmp_path / "run", data=data, overrides=["encoder.teacher_target=image"],
-                    progress=False)
-
-
 def test_unknown_teacher_target_is_an_input_error(tmp_path):
     from s2i_runtime.errors import InputError
     from s2i_train.train.runner import train_stage

@@ -481,6 +481,31 @@ def test_teacher_student_towards_the_spoken_mean_trains(base_run, tmp_path):
     assert result.end_step == 3 and math.isfinite(result.last_metrics["jel"])
 
 
+def _with_shape_open_captions(tiny_data, root: Path, count: int) -> int:
+    """A copy of the tiny data with `count` more training captions that leave the shape open; their number."""
+    shutil.copytree(tiny_data, root)
+    records = [json.loads(line) for line in (root / "captions.jsonl").read_text().splitlines()]
+    extra = [{**r, "caption_index": 1, "audio": r["audio"].replace("_0.wav", "_1.wav"), "shape_said": False,
+              "text": "something small and red"} for r in records if r["split"] == "train"][:count]
+    for r in extra:
+        shutil.copy(root / r["audio"].replace("_1.wav", "_0.wav"), root / r["audio"])
+    (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records + extra))
+    return sum(r["split"] == "train" for r in records)
+
+
+def test_only_the_spoken_mean_target_trains_on_captions_that_leave_the_shape_open(base_run, tiny_data, tmp_path):
+    data = tmp_path / "data"
+    full = _with_shape_open_captions(tiny_data, data, 10)
+    waves = ["encoder.wave_augment.noise_prob=0.5"]
+    for target, captions in (("spoken_mean", full + 10), ("image", full)):
+        run = _copy(base_run, tmp_path, target)
+        result = train_stage("encoder", run, data=data, overrides=[f"encoder.teacher_target={target}", *waves],
+                             progress=False)
+        assert result.end_step == 3 and math.isfinite(result.last_metrics["jel"])
+        summary = json.loads((run / "encoder.json").read_text())
+        assert summary["summary"]["captions"] == captions, summary
+
+
 def test_encoder_teacher_best_picks_by_class_retrieval_on_training_images(base_run, tmp_path):
     from s2i_train.checkpoint import encoder_teacher_name, load_module
     from s2i_train.train.banks import load_image_bank

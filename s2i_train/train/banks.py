@@ -234,6 +234,10 @@ class WaveBank:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def subset(self, rows: torch.Tensor) -> WaveBank:
+        """The waveforms at `rows` (sharing this bank's samples)."""
+        return WaveBank(self.samples, self.offsets[rows], self.lengths[rows], self.sample_rate)
+
     def wave(self, index: int) -> np.ndarray:
         start, length = int(self.offsets[index]), int(self.lengths[index])
         return self.samples[start : start + length].numpy().astype(np.float32) / 32768.0

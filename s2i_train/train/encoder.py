@@ -39,7 +39,7 @@ from ..models import FeatureWhitening, build_speech_encoder
 from ..models.ema import EMA
 from . import distributed
 from .augment import spec_augment
-from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank, read_records, says_shape
+from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank
 from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_loss, train_class_targets
 from .config import TrainConfig
 from .loop import StepSampler
@@ -142,11 +142,6 @@ class EncoderStage:
             raise InputError(f"encoder.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         self.run_dir = run_dir
         root = config.data.root
-        if not (cfg.objective == "teacher_student" and cfg.teacher_target == "spoken_mean") and any(
-                not says_shape(r) for r in read_records(root) if r["split"] == "train"):
-            raise InputError("some training captions leave the shape unsaid, and only encoder.objective = "
-                             "'teacher_student' with encoder.teacher_target = 'spoken_mean' gives them a target "
-                             "that names no shape")
         size = config.teacher.image_size
         images = load_image_bank(root, "train", (size,), run_dir)
         self.targets, self.whitening = None, None
@@ -156,7 +151,16 @@ class EncoderStage:
             self.whitening = self._whitening(images)
             if self.whitening is not None:
                 self.targets = self.whitening(self.targets)
-        self.captions = load_caption_bank(root, "train", images, run_dir=run_dir)
+        captions = load_caption_bank(root, "train", images, run_dir=run_dir)
+        # Only the spoken-mean target has an answer for a caption that leaves the shape open (every shape of its
+        # colour and size); the image target and the class heads would name its image's shape, so they train on
+        # the captions that name everything.
+        self.caption_rows = None
+        if not (cfg.objective == "teacher_student" and cfg.teacher_target == "spoken_mean"):
+            full = torch.nonzero(captions.spoken[:, ATTRIBUTES.index("shape")]).reshape(-1)
+            if len(full) < len(captions):
+                self.caption_rows, captions = full, captions.subset(full)
+        self.captions = captions
         self._load_inputs()
         self.class_targets = train_class_targets(self.captions.class_ids)
         # Indexed by caption from here on, so a step gathers its targets the same way whichever target is chosen.
@@ -197,6 +201,8 @@ class EncoderStage:
     def _load_inputs(self) -> None:
         self.waves = (load_wave_bank(self.config.data.root, "train", run_dir=self.run_dir)
                       if self.cfg.wave_augment.enabled else None)
+        if self.waves is not None and self.caption_rows is not None:
+            self.waves = self.waves.subset(self.caption_rows)
 
     def _build_model(self) -> tuple[Any, nn.Module]:
         return self.cfg.model, build_speech_encoder(self.cfg.model)
@@ -307,6 +313,8 @@ class EncoderStage:
 
     def summary(self, step: int) -> dict[str, Any]:
         summary = {"step": step, "objective": self.cfg.objective, "captions": len(self.captions)}
+        if self.caption_rows is not None:
+            summary["captions_note"] = "only the captions that name their shape: this target names one"
         if self.teacher_name is not None:
             summary["teacher"] = self.teacher_name
         if self.teacher_scores:
