@@ -119,6 +119,29 @@ def test_a_caption_names_its_background_exactly_when_its_template_does():
     assert not names_background("A large disc coloured red") and not names_background("noise")
 
 
+def test_shape_open_captions_name_colour_size_and_half_the_time_the_background_but_never_a_shape():
+    from s2i_train.data.captions import (
+        COLOUR_WORDS,
+        SHAPE_OPEN_TEMPLATES,
+        SHAPE_WORDS,
+        TEMPLATES,
+        make_caption,
+        names_background,
+    )
+
+    assert sum("{background}" in t for t in SHAPE_OPEN_TEMPLATES) / len(SHAPE_OPEN_TEMPLATES) == pytest.approx(
+        sum("{background}" in t for t in TEMPLATES) / len(TEMPLATES), abs=0.1)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(300):
+        text, template = make_caption(rng, "green", "star", "large", "light", say_shape=False)
+        assert names_background(text) == ("{background}" in SHAPE_OPEN_TEMPLATES[template]), text
+        assert not any(w in text.lower() for options in SHAPE_WORDS.values() for w in options), text
+        assert "green" in text.lower() and COLOUR_WORDS["green"] == ("green",)
+        seen.add(template)
+    assert seen == set(range(len(SHAPE_OPEN_TEMPLATES)))
+
+
 def test_regenerating_gives_identical_bytes(tiny_shapes, tmp_path):
     config = shapes.ShapesConfig(images_per_class=2, captions_per_image=1, image_size=64, seed=3)
     jobs = [(str(tmp_path), name, config.__dict__) for name in ("pink_hexagon", "blue_square", "red_circle")]

@@ -25,12 +25,13 @@ TEMPLATES: tuple[str, ...] = (
 
 # Extra training captions that name colour and size but leave the shape open: with every shape word heard beside
 # only some colour words, an encoder can learn a colour-shape phrase as a unit; these ask for the colour word alone.
+# Half name the background, as the full templates do, so the background word is heard as often.
 SHAPE_OPEN_TEMPLATES: tuple[str, ...] = (
     "{a} {size} {colour} one",
-    "something {size} and {colour}",
+    "something {size} and {colour} on {a_bg} {background} background",
     "{a} {size} {colour} thing on {a_bg} {background} background",
     "I see something {colour}, quite {size}",
-    "draw {a} {size} {colour} figure",
+    "draw {a} {size} {colour} figure against {a_bg} {background} backdrop",
     "it is {colour} and {size}",
 )
 
