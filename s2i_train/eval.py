@@ -572,13 +572,13 @@ def _conditions(root: Path, run_dir: Path, captions, embed_waves, drawer: Drawer
 
 def babble_source(root: Path, run_dir: Path) -> Callable[[np.random.Generator], np.ndarray]:
     """The training captions' voices, from which the noisy room's babble is drawn."""
-    train_waves = load_wave_bank(root, "train", run_dir=run_dir)
     # Captions that name everything, as in data without shape-open captions: the same seed, the same babble.
     full = [row for row, record in enumerate(r for r in read_records(root) if r["split"] == "train")
             if says_shape(record)]
+    train_waves = load_wave_bank(root, "train", run_dir=run_dir).subset(torch.tensor(full, dtype=torch.long))
 
     def babble_voice(rng: np.random.Generator) -> np.ndarray:
-        return train_waves.wave(full[int(rng.integers(len(full)))])
+        return train_waves.wave(int(rng.integers(len(train_waves))))
 
     return babble_voice
 

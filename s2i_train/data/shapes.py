@@ -198,14 +198,14 @@ def build_class(job: tuple[str, str, dict]) -> tuple[str, list[dict]]:
             record.update(engine="espeak-ng", voice=voice.name, rate=rate, pitch=pitch)
         records.append(record)
 
-    specs = []
+    drawn = []  # (key, image path, spec) of every image, for the shape-open captions
     for index in range(config.images_per_class):
         key = image_key(class_name, index)
         spec = render.sample_image_spec(
             item_rng(config.seed, shape_class.class_id, index, 0), shape_class.colour, shape_class.shape
         )
-        specs.append(spec)
         image_path = f"images/{key}.png"
+        drawn.append((key, image_path, spec))
         atomic_write_bytes(root / image_path, png_bytes(render.render(spec, config.image_size)))
         for k in range(config.captions_per_image):
             rng = item_rng(config.seed, shape_class.class_id, index, 1 + k)
@@ -217,13 +217,12 @@ def build_class(job: tuple[str, str, dict]) -> tuple[str, list[dict]]:
                     rng, item_rng(config.seed, shape_class.class_id, index, 1 + config.captions_per_image + k))
     # After every full caption, and from streams of their own: espeak-ng's output depends on what the process
     # spoke before, so the full captions come out the same with or without these.
-    for index, spec in enumerate(specs if not test else ()):
-        key = image_key(class_name, index)
+    for index, (key, image_path, spec) in enumerate(drawn if not test else ()):
         for k in range(config.shape_open_per_image):
             rng = item_rng(config.seed, shape_class.class_id, index, _SHAPE_OPEN_STREAM + k)
             text, template = captions.make_caption(rng, spec.colour, spec.shape, spec.size, spec.background,
                                                    say_shape=False)
-            base = _caption_record(key, split, shape_class, f"images/{key}.png", text, template, spec)
+            base = _caption_record(key, split, shape_class, image_path, text, template, spec)
             add({**base, "shape_said": False}, config.captions_per_image + k, rng, rng)
     waves = dict(espeak_waves)
     if recorded_rows:

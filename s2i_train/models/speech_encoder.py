@@ -209,7 +209,6 @@ class LocalContext(nn.Module):
         sizes = [input_size] + [width] * len(kernels)
         self.blocks = nn.ModuleList(
             _ConvBlock(sizes[index], width, kernel, 1, relu=True) for index, kernel in enumerate(kernels))
-        self.width = width
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = x.transpose(1, 2)

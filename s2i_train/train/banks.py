@@ -134,10 +134,19 @@ class CaptionBank:
     def __len__(self) -> int:
         return len(self.records)
 
-    def fully_said(self) -> CaptionBank:
-        """The captions that name colour, shape and size (every one but those made to leave the shape open)."""
+    def fully_said_rows(self) -> torch.Tensor:
+        """Rows of the captions that name colour, shape and size (all but those made to leave the shape open)."""
         columns = [ATTRIBUTES.index(name) for name in ("colour", "shape", "size")]
-        return self.subset(torch.nonzero(self.spoken[:, columns].all(dim=1)).reshape(-1))
+        return torch.nonzero(self.spoken[:, columns].all(dim=1)).reshape(-1)
+
+    def fully_said(self) -> CaptionBank:
+        return self.subset(self.fully_said_rows())
+
+    def named_attributes(self, rows: torch.Tensor) -> torch.Tensor:
+        """Attributes of the captions at `rows`, -100 (ignored by the attribute losses) where a caption leaves
+        one unsaid."""
+        labels = self.attributes[rows]
+        return torch.where(self.spoken[rows], labels, torch.full_like(labels, -100))
 
     def subset(self, rows: torch.Tensor) -> CaptionBank:
         """The captions at `rows` (sharing this bank's frames)."""

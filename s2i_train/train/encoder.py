@@ -157,7 +157,7 @@ class EncoderStage:
         # the captions that name everything.
         self.caption_rows = None
         if not (cfg.objective == "teacher_student" and cfg.teacher_target == "spoken_mean"):
-            full = torch.nonzero(captions.spoken[:, ATTRIBUTES.index("shape")]).reshape(-1)
+            full = captions.fully_said_rows()
             if len(full) < len(captions):
                 self.caption_rows, captions = full, captions.subset(full)
         self.captions = captions
@@ -244,8 +244,8 @@ class EncoderStage:
         if attribute_logits is not None:
             labels = self.captions.attributes[idx]
             if self.cfg.attribute_weight > 0:
-                named = torch.where(self.captions.spoken[idx], labels, torch.full_like(labels, -100))
-                spoken, accs = attribute_loss(attribute_logits, named, SPOKEN_ATTRIBUTES)
+                spoken, accs = attribute_loss(attribute_logits, self.captions.named_attributes(idx),
+                                              SPOKEN_ATTRIBUTES)
                 loss = loss + self.cfg.attribute_weight * spoken
                 figures.update(attributes=spoken.item(), **accs)
             if self.cfg.background_weight > 0:

@@ -87,9 +87,7 @@ class TextEncoderStage(EncoderStage):
         centred = self.readouts.centred(student)
         logits = {name: readout(centred) for name, readout in zip(SPOKEN_ATTRIBUTES, self.readouts.readouts,
                                                                    strict=False)}
-        labels = self.captions.attributes[idx]
-        named = torch.where(self.captions.spoken[idx], labels, torch.full_like(labels, -100))
-        loss, accs = attribute_loss(logits, named, SPOKEN_ATTRIBUTES)
+        loss, accs = attribute_loss(logits, self.captions.named_attributes(idx), SPOKEN_ATTRIBUTES)
         figures = {"readout": loss.item(), **{f"readout_{name}": value for name, value in accs.items()}}
         return self.config.text_encoder.readout_weight * loss, figures
 
