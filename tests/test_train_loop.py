@@ -832,3 +832,21 @@ def test_precision_benchmark_times_every_stage_on_a_trained_run(base_run, capsys
     assert train_precision.main(["--run", str(base_run), "--stages", "checkers"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --stages takes a comma list of judge, teacher, encoder, generator; got 'checkers'")
+
+
+def test_encoder_features_benchmark_times_both_ways_to_the_features(base_run, capsys, monkeypatch):
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # the benchmark pins them in this process
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import encoder_features
+
+    threads = str(torch.get_num_threads())
+    assert encoder_features.main(["--run", str(base_run), "--rounds", "1", "--steps", "3", "--threads", threads,
+                                  "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["seconds_per_step"]) == {"torch, padded batch", "numpy, per caption"}
+    assert all(0 < t["min"] <= t["median"] <= t["max"] for t in report["seconds_per_step"].values())
+    assert encoder_features.main(["--run", str(base_run), "--steps", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --steps must be at least 3 and --rounds at least 1"
