@@ -31,21 +31,12 @@ def _torch_padded_batch(stage):
     import torch
 
     from s2i_train.frontend import logmel_torch
-    from s2i_train.train import distributed
-    from s2i_train.train.wave_augment import augment
 
     def batch(idx: torch.Tensor, step: int):
-        bank = stage.waves
-
-        def augmented(row: int, caption: int) -> np.ndarray:
-            rng = np.random.default_rng([stage.config.run.seed, step, distributed.rank(), 17, row])
-            return augment(bank.wave(caption), stage.cfg.wave_augment, rng,
-                           lambda r: bank.wave(int(r.integers(len(bank)))))
-
-        waves = list(stage._augment_pool.map(augmented, range(len(idx)), idx.tolist()))
-        padded = torch.zeros(len(waves), max(len(w) for w in waves))
-        for row, wave in enumerate(waves):
-            padded[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
+        waves = list(stage._augment_pool.map(lambda row, caption: stage.augmented_wave(caption, step, row),
+                                             range(len(idx)), idx.tolist()))
+        padded = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(np.asarray(w, dtype=np.float32)) for w in waves],
+                                                 batch_first=True)
         return logmel_torch(padded, torch.tensor([len(w) for w in waves]))
 
     return batch

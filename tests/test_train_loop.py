@@ -488,21 +488,12 @@ def test_augmented_batches_are_the_runtime_features_of_the_augmented_sound(base_
     assert mel.dtype == torch.float32 and lengths.dtype == torch.int64
     assert mel.shape == (len(first), 40, max(int(lengths.max()), 64))
     # The same features the torch front end gives the same augmented sound, within the front end's 1e-3 dB.
-    waves = []
-    for row, caption in enumerate(first.tolist()):
-        rng = np.random.default_rng([stage.config.run.seed, 0, 0, 17, row])
-        wave = _augment_caption(stage.waves, caption, stage.cfg.wave_augment, rng)
-        waves.append(torch.from_numpy(np.asarray(wave, dtype=np.float32)))
+    waves = [torch.from_numpy(np.asarray(stage.augmented_wave(caption, 0, row), dtype=np.float32))
+             for row, caption in enumerate(first.tolist())]
     padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
     reference, frames = logmel_torch(padded, torch.tensor([len(w) for w in waves]))
     assert torch.equal(frames, lengths)
     assert float((reference - mel).abs().max()) < 1e-3
-
-
-def _augment_caption(bank, caption, config, rng):
-    from s2i_train.train.wave_augment import augment
-
-    return augment(bank.wave(caption), config, rng, lambda r: bank.wave(int(r.integers(len(bank)))))
 
 
 def test_teacher_student_towards_the_spoken_mean_trains(base_run, tmp_path):

@@ -269,20 +269,21 @@ class EncoderStage:
             self.ema.update(self.model)
         return {"loss": loss.item(), **{k: float(v) for k, v in figures.items()}}
 
-    def augmented_batch(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features of the step's captions after waveform augmentation; every draw depends only on (seed, step,
-        rank, row), so a resumed run sees the same sounds."""
+    def augmented_wave(self, caption: int, step: int, row: int) -> np.ndarray:
+        """Caption `caption`'s waveform as augmented for row `row` of step `step`: every draw depends only on (seed,
+        step, rank, row), so a resumed run hears the same sounds."""
         bank = self.waves
+        rng = np.random.default_rng([self.config.run.seed, step, distributed.rank(), 17, row])
+        return augment_wave(bank.wave(caption), self.cfg.wave_augment, rng,
+                            lambda r: bank.wave(int(r.integers(len(bank)))))
 
-        def babble_voice(r: np.random.Generator) -> np.ndarray:
-            return bank.wave(int(r.integers(len(bank))))
+    def augmented_batch(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of the step's captions after waveform augmentation (`augmented_wave`)."""
 
         def features(row: int, caption: int) -> np.ndarray:
-            rng = np.random.default_rng([self.config.run.seed, step, distributed.rank(), 17, row])
-            wave = augment_wave(bank.wave(caption), self.cfg.wave_augment, rng, babble_voice)
-            # The runtime's own front end, one clip per thread: a few times cheaper than the torch one on a padded
+            # The runtime's own front end, one clip per thread: about half the cost of the torch one on the padded
             # batch, and the features are exactly the ones a served model is given.
-            return logmel(wave, FRONTEND_SPEC, threads=1)
+            return logmel(self.augmented_wave(caption, step, row), FRONTEND_SPEC, threads=1)
 
         if self._augment_pool is None:
             # The model's threads wait while the batch is augmented; numpy and soxr release the GIL, so the
