@@ -31,7 +31,13 @@ from s2i_train.models import (
     freeze,
 )
 from s2i_train.models.generator import LayoutShift, shift_matrices
-from s2i_train.models.masking import MaskedBatchNorm1d, conv_out_lengths, reverse_within_lengths
+from s2i_train.models.masking import (
+    MaskedBatchNorm1d,
+    conv_out_lengths,
+    masked_instance_norm,
+    reverse_within_lengths,
+    time_mask,
+)
 from s2i_train.models.speech_encoder import BiRNN, cepstral_lifter, speech_mean
 
 PAD = -80.0
@@ -53,6 +59,10 @@ SMALL_ENCODERS = {
     "s2igan-liftered": SpeechEncoderConfig(
         arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean",
         cepstral_lifter=12,
+    ),
+    "s2igan-instance-norm": SpeechEncoderConfig(
+        arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean",
+        instance_norm=True,
     ),
 }
 
@@ -651,6 +661,23 @@ def test_speech_mean_centering_ignores_a_fixed_colouring_per_band():
             moved[centering] = (model(mel + colouring, lengths) - model(mel, lengths)).abs().max().item()
     assert moved["speech_mean"] < 1e-5
     assert moved["none"] > 1e-3
+
+
+def test_masked_instance_norm_standardises_each_utterance_over_its_own_steps():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 6, 30, generator=gen) * 3 + 2
+    lengths = torch.tensor([30, 11])
+    mask = time_mask(x, lengths)
+    out = masked_instance_norm(x, mask)
+    assert torch.all(out[1, :, 11:] == 0)
+    for row, length in enumerate(lengths.tolist()):
+        valid = out[row, :, :length]
+        assert torch.allclose(valid.mean(dim=1), torch.zeros(6), atol=1e-5)
+        assert torch.allclose(valid.var(dim=1, unbiased=False), torch.ones(6), atol=1e-3)
+    # A gain and an offset per utterance and channel, as a voice's or a channel's constant colouring, vanish.
+    scale = torch.rand(2, 6, 1, generator=gen) * 4 + 0.5
+    shift = torch.randn(2, 6, 1, generator=gen) * 10
+    assert torch.allclose(masked_instance_norm(x * scale + shift, mask), out, atol=1e-4)
 
 
 def test_speech_mean_leaves_silence_out():

@@ -66,6 +66,17 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         return out
 
 
+def masked_instance_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each utterance's channels of x (B, C, T) to zero mean and unit variance over its own valid steps (no affine);
+    steps beyond the length come out 0."""
+    weights = mask.to(x.dtype)  # (B, 1, T)
+    count = weights.sum(dim=2, keepdim=True).clamp(min=1.0)
+    mean = (x * weights).sum(dim=2, keepdim=True) / count
+    centred = (x - mean) * weights
+    var = (centred * centred).sum(dim=2, keepdim=True) / count
+    return centred / torch.sqrt(var + eps)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
     weights = mask.to(x.dtype)
     return (x * weights).sum(dim=dim) / weights.sum(dim=dim).clamp(min=1.0)

@@ -27,6 +27,7 @@ from .configutil import config_from_dict, config_to_dict
 from .masking import (
     MaskedBatchNorm1d,
     conv_out_lengths,
+    masked_instance_norm,
     masked_mean,
     masked_softmax,
     reverse_within_lengths,
@@ -83,6 +84,10 @@ class SpeechEncoderConfig:
     # harmonics, resolved by the narrow low bands, ripple across them at its pitch; the vocal tract's envelope
     # varies slowly from band to band and stays.
     cepstral_lifter: int = 0
+    # Instance normalisation after each conv (each utterance's channels to zero mean, unit variance over its own
+    # steps, before the batch norm): what stays constant through an utterance, as a speaker's timbre does, is
+    # taken off at every conv rather than only at the input.
+    instance_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -136,20 +141,24 @@ class SpeechEncoderConfig:
 
 
 class _ConvBlock(nn.Module):
-    """Conv1d (no bias) + masked BN (+ ReLU); outputs beyond the new valid length are set to 0."""
+    """Conv1d (no bias) (+ masked instance norm) + masked BN (+ ReLU); outputs beyond the new valid length are 0."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, relu: bool) -> None:
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, relu: bool,
+                 instance_norm: bool = False) -> None:
         super().__init__()
         self.kernel, self.stride, self.padding = kernel, stride, (kernel - 1) // 2
         self.conv = nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=self.padding, bias=False)
         self.norm = MaskedBatchNorm1d(out_ch)
         self.relu = relu
+        self.instance_norm = instance_norm
         nn.init.normal_(self.conv.weight, 0.0, 0.02)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv(x)
         lengths = conv_out_lengths(lengths, self.kernel, self.stride, self.padding)
         mask = time_mask(x, lengths)
+        if self.instance_norm:
+            x = masked_instance_norm(x, mask)
         x = self.norm(x, mask)
         if self.relu:
             x = F.relu(x)
@@ -237,11 +246,12 @@ class SpeechEncoder(nn.Module):
                 if kind == "pool":
                     blocks.append(_MaxPoolBlock(kernel, stride))
                 else:
-                    blocks.append(_ConvBlock(in_ch, channels[index], kernel, stride, relu=True))
+                    blocks.append(_ConvBlock(in_ch, channels[index], kernel, stride, relu=True,
+                                             instance_norm=config.instance_norm))
                     in_ch = channels[index]
         else:
-            blocks.append(_ConvBlock(config.n_mels, channels[0], 6, 2, relu=False))
-            blocks.append(_ConvBlock(channels[0], channels[1], 6, 2, relu=False))
+            for in_ch, out_ch in ((config.n_mels, channels[0]), (channels[0], channels[1])):
+                blocks.append(_ConvBlock(in_ch, out_ch, 6, 2, relu=False, instance_norm=config.instance_norm))
         self.convs = nn.ModuleList(blocks)
         if config.rnn == "none":
             self.rnn = LocalContext(channels[-1], 2 * config.hidden, config.context_kernels)
