@@ -283,7 +283,8 @@ def _onnx_session(model, args, input_names, output_names, dynamic_axes, path, op
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("name", ["cnn-rnn", "s2igan", "s2igan-centred", "s2igan-liftered", "s2igan-local"])
+@pytest.mark.parametrize("name", ["cnn-rnn", "s2igan", "s2igan-centred", "s2igan-liftered", "s2igan-local",
+                                  "s2igan-instance-norm"])
 def test_encoder_onnx_export_matches_torch(name, tmp_path):
     model = _encoder(name)
     session = _onnx_session(
