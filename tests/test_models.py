@@ -38,6 +38,7 @@ from s2i_train.models.masking import (
     reverse_within_lengths,
     time_mask,
 )
+from s2i_train.models.pcen import PCEN
 from s2i_train.models.speech_encoder import BiRNN, cepstral_lifter, speech_mean
 
 PAD = -80.0
@@ -63,6 +64,10 @@ SMALL_ENCODERS = {
     "s2igan-instance-norm": SpeechEncoderConfig(
         arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean",
         instance_norm=True,
+    ),
+    "s2igan-pcen": SpeechEncoderConfig(
+        arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean",
+        instance_norm=True, input_compression="pcen",
     ),
 }
 
@@ -284,7 +289,7 @@ def _onnx_session(model, args, input_names, output_names, dynamic_axes, path, op
 
 
 @pytest.mark.parametrize("name", ["cnn-rnn", "s2igan", "s2igan-centred", "s2igan-liftered", "s2igan-local",
-                                  "s2igan-instance-norm"])
+                                  "s2igan-instance-norm", "s2igan-pcen"])
 def test_encoder_onnx_export_matches_torch(name, tmp_path):
     model = _encoder(name)
     session = _onnx_session(
@@ -717,3 +722,49 @@ def test_liftered_encoder_ignores_a_ripple_and_keeps_its_weights_file():
         assert (model(mel + ripple, lengths) - model(mel, lengths)).abs().max() < 1e-4
     with pytest.raises(ValueError, match="cepstral_lifter"):
         SpeechEncoderConfig(cepstral_lifter=41)
+
+
+def test_pcen_smoother_is_the_recursive_average_and_causal():
+    """Past its first `frames` frames the smoother is PCEN's recursion M[t] = (1 - s) M[t-1] + s E[t] (to the
+    weight its truncation leaves out); a frame never hears frames after it."""
+    pcen = PCEN(4, smoothing=0.1, frames=128)
+    gen = torch.Generator().manual_seed(7)
+    power = torch.rand(2, 4, 300, generator=gen, dtype=torch.float32)
+    smoothed = pcen.smoothed(power)
+    recursive = torch.empty_like(power)
+    state = power[:, :, 0].clone()
+    for t in range(power.shape[2]):
+        state = 0.9 * state + 0.1 * power[:, :, t] if t else state
+        recursive[:, :, t] = state
+    assert torch.allclose(smoothed[:, :, 150:], recursive[:, :, 150:], rtol=1e-4)
+    changed = power.clone()
+    changed[:, :, 200:] *= 5.0
+    assert torch.equal(pcen.smoothed(changed)[:, :, :200], smoothed[:, :, :200])
+
+
+def test_pcen_maps_silence_to_zero_and_ignores_a_steady_gain():
+    pcen = PCEN(40)
+    silence = torch.full((1, 40, 60), -80.0)
+    assert pcen(silence).abs().max() < 0.01  # a steady speech level reads about 0.3
+    gen = torch.Generator().manual_seed(8)
+    mel = torch.randn(1, 40, 400, generator=gen) * 6 - 30
+    with torch.no_grad():
+        # alpha = 0.98: a gain of 20 dB moves the features by 0.02 x 20 dB of the level (a few per cent), where the
+        # log-Mels move by the whole 20 dB.
+        base, louder = pcen(mel), pcen(mel + 20.0)
+    assert ((louder - base).abs().mean() / base.abs().mean()) < 0.1
+
+
+def test_pcen_encoder_is_padding_invariant_and_rejects_a_lifter():
+    model = _encoder("s2igan-pcen")
+    mel = _mels(1, 90, seed=9)
+    padded = torch.cat([mel, torch.full((1, 40, 50), -80.0)], dim=2)
+    with torch.no_grad():
+        alone = model(mel, torch.tensor([90]))
+        with_padding = model(padded, torch.tensor([90]))
+    assert torch.allclose(alone, with_padding, atol=1e-5)
+    assert {"pcen.log_alpha", "pcen.log_delta", "pcen.log_root"} <= set(model.state_dict())
+    with pytest.raises(ValueError, match="cepstral_lifter"):
+        SpeechEncoderConfig(input_compression="pcen", cepstral_lifter=12)
+    with pytest.raises(ValueError, match="input_compression"):
+        SpeechEncoderConfig(input_compression="cube-root")

@@ -68,7 +68,8 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 
 def masked_instance_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Each utterance's channels of x (B, C, T) to zero mean and unit variance over its own valid steps (no affine);
-    steps beyond the length come out 0."""
+    steps beyond the length come out 0. Statistics in fp32 under bf16 autocast too, as for the batch norm."""
+    x = x.float()
     centred = (x - masked_mean(x, mask, dim=2).unsqueeze(2)) * mask.to(x.dtype)
     var = masked_mean(centred * centred, mask, dim=2).unsqueeze(2)
     return centred / torch.sqrt(var + eps)

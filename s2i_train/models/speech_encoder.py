@@ -33,10 +33,12 @@ from .masking import (
     reverse_within_lengths,
     time_mask,
 )
+from .pcen import PCEN
 
 ARCHS = ("cnn-rnn", "s2igan")
 RNNS = ("gru", "lstm", "none")
 CENTERINGS = ("none", "speech_mean")
+COMPRESSIONS = ("log", "pcen")
 
 # Li et al.'s conv stack as (kind, out-channel index, kernel, stride): kind "conv" or "pool".
 _CNN_RNN_LAYERS = (
@@ -88,6 +90,10 @@ class SpeechEncoderConfig:
     # steps, before the batch norm): what stays constant through an utterance, as a speaker's timbre does, is
     # taken off at every conv rather than only at the input.
     instance_norm: bool = False
+    # "pcen": the log-Mels become per-channel energy normalised features (models/pcen.py) before everything else:
+    # a gain control per band over the last fraction of a second and a root instead of the logarithm, so that
+    # the quiet cells a room's noise and reverberation fill weigh less. "log" feeds the log-Mels as they are.
+    input_compression: str = "log"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -102,6 +108,10 @@ class SpeechEncoderConfig:
             raise ValueError("context_kernels must be odd and positive, so that every step keeps its place")
         if self.input_centering not in CENTERINGS:
             raise ValueError(f"input_centering must be one of {CENTERINGS}, got {self.input_centering!r}")
+        if self.input_compression not in COMPRESSIONS:
+            raise ValueError(f"input_compression must be one of {COMPRESSIONS}, got {self.input_compression!r}")
+        if self.input_compression != "log" and self.cepstral_lifter:
+            raise ValueError("cepstral_lifter works on log-Mels; it cannot follow input_compression = 'pcen'")
         if self.speech_floor_db <= 0:
             raise ValueError("speech_floor_db must be positive")
         if not 0 <= self.cepstral_lifter <= self.n_mels:
@@ -234,6 +244,7 @@ class SpeechEncoder(nn.Module):
         self.config = config = config.resolved()
         channels = config.conv_channels
         self.input_norm = MaskedBatchNorm1d(config.n_mels)
+        self.pcen = PCEN(config.n_mels) if config.input_compression == "pcen" else None
         if 0 < config.cepstral_lifter < config.n_mels:
             # Derived from the config, so not stored with the weights.
             self.register_buffer("lifter", cepstral_lifter(config.n_mels, config.cepstral_lifter), persistent=False)
@@ -287,13 +298,20 @@ class SpeechEncoder(nn.Module):
         lengths = torch.minimum(lengths.to(torch.int64), frames).clamp(min=1)
         # Frames beyond a length count as silence whatever the caller padded with.
         mask = time_mask(mel, lengths)
+        pad_value = self.config.pad_value
+        if self.pcen is not None:
+            # Which frames are speech is still judged on the dB levels; the features are PCEN's (0 = silence).
+            features, pad_value = self.pcen(mel), 0.0
+        else:
+            features = mel
         if self.config.input_centering == "speech_mean":
-            mel = mel - speech_mean(mel, mask, self.config.speech_floor_db)
+            features = features - speech_mean(features, mask, self.config.speech_floor_db, level_db=mel)
+        mel = features
         if self.lifter is not None:
             # In float32 under any autocast: features span 80 dB, which bf16 would round by a third of a dB.
             with torch.autocast(mel.device.type, enabled=False):
                 mel = torch.matmul(self.lifter, mel.float())
-        x = torch.where(mask, mel, torch.full_like(mel, self.config.pad_value))
+        x = torch.where(mask, mel, torch.full_like(mel, pad_value))
         x = self.input_norm(x, mask) * mask.to(x.dtype)
         for block in self.convs:
             x, lengths = block(x, lengths)
@@ -308,14 +326,16 @@ class SpeechEncoder(nn.Module):
         return lengths
 
 
-def speech_mean(mel: torch.Tensor, mask: torch.Tensor, floor_db: float) -> torch.Tensor:
-    """(B, n_mels, 1): each utterance's mean log-Mel per band over its speech frames.
+def speech_mean(mel: torch.Tensor, mask: torch.Tensor, floor_db: float,
+                level_db: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n_mels, 1): each utterance's mean feature per band over its speech frames (features other than the
+    log-Mels, e.g. PCEN's, name the log-Mels they came from as level_db).
 
     Silence is left out so that leading or trailing pauses do not move the mean; a frame counts as speech when its
     level (mean over bands) is within floor_db of the utterance's loudest valid frame. That frame always counts, so
     the mean is never over nothing. An offset per band shifts every frame's level alike, so the same frames count
     as speech with it as without."""
-    level = mel.mean(dim=1, keepdim=True)  # (B, 1, T)
+    level = (mel if level_db is None else level_db).mean(dim=1, keepdim=True)  # (B, 1, T)
     loudest = level.masked_fill(~mask, -1e9).amax(dim=2, keepdim=True)
     speech = mask & (level >= loudest - floor_db)
     return masked_mean(mel, speech, dim=2).unsqueeze(2)
