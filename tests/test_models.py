@@ -39,7 +39,7 @@ from s2i_train.models.masking import (
     time_mask,
 )
 from s2i_train.models.pcen import PCEN
-from s2i_train.models.speech_encoder import BiRNN, cepstral_lifter, speech_mean
+from s2i_train.models.speech_encoder import BiRNN, cepstral_lifter, speech_mean, speech_mean_std
 
 PAD = -80.0
 
@@ -63,6 +63,10 @@ SMALL_ENCODERS = {
     ),
     "s2igan-instance-norm": SpeechEncoderConfig(
         arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean",
+        instance_norm=True,
+    ),
+    "s2igan-cmvn": SpeechEncoderConfig(
+        arch="s2igan", embedding_dim=48, hidden=16, conv_channels=(16, 32), input_centering="speech_mean_std",
         instance_norm=True,
     ),
     "s2igan-pcen": SpeechEncoderConfig(
@@ -289,7 +293,7 @@ def _onnx_session(model, args, input_names, output_names, dynamic_axes, path, op
 
 
 @pytest.mark.parametrize("name", ["cnn-rnn", "s2igan", "s2igan-centred", "s2igan-liftered", "s2igan-local",
-                                  "s2igan-instance-norm", "s2igan-pcen"])
+                                  "s2igan-instance-norm", "s2igan-pcen", "s2igan-cmvn"])
 def test_encoder_onnx_export_matches_torch(name, tmp_path):
     model = _encoder(name)
     session = _onnx_session(
@@ -768,3 +772,22 @@ def test_pcen_encoder_is_padding_invariant_and_rejects_a_lifter():
         SpeechEncoderConfig(input_compression="pcen", cepstral_lifter=12)
     with pytest.raises(ValueError, match="input_compression"):
         SpeechEncoderConfig(input_compression="cube-root")
+
+
+def test_speech_mean_std_ignores_a_gain_in_db_per_band_over_speech_frames_only():
+    """Mean and variance normalisation: a band's offset and its range in dB (what noise filling the valleys
+    shrinks) both go; silence stays out of the statistics, and a flat band is not blown up."""
+    gen = torch.Generator().manual_seed(10)
+    speech = torch.randn(1, 40, 80, generator=gen) * 6 - 30
+    silence = torch.full((1, 40, 40), -80.0)
+    mel = torch.cat([silence, speech], dim=2)
+    mask = torch.ones(1, 1, 120, dtype=torch.bool)
+    mean, spread = speech_mean_std(mel, mask, 30.0)
+    assert torch.allclose(mean, speech.mean(dim=2, keepdim=True), atol=1e-4)
+    assert torch.allclose(spread, speech.std(dim=2, unbiased=False, keepdim=True), atol=1e-4)
+    squeezed = mel.clone()
+    squeezed[:, :, 40:] = (speech + 30) * 0.5 - 20  # half the range, 10 dB up, in every band
+    normalised = [(m - mu) / sd for m, (mu, sd) in ((x, speech_mean_std(x, mask, 30.0)) for x in (mel, squeezed))]
+    assert torch.allclose(normalised[0][:, :, 40:], normalised[1][:, :, 40:], atol=1e-4)
+    flat = torch.full((1, 40, 50), -20.0)
+    assert torch.all(speech_mean_std(flat, mask[:, :, :50], 30.0)[1] == 1.0)

@@ -37,7 +37,7 @@ from .pcen import PCEN
 
 ARCHS = ("cnn-rnn", "s2igan")
 RNNS = ("gru", "lstm", "none")
-CENTERINGS = ("none", "speech_mean")
+CENTERINGS = ("none", "speech_mean", "speech_mean_std")
 COMPRESSIONS = ("log", "pcen")
 
 # Li et al.'s conv stack as (kind, out-channel index, kernel, stride): kind "conv" or "pool".
@@ -80,6 +80,8 @@ class SpeechEncoderConfig:
     pad_value: float = FrontendSpec().pad_value  # feature value of padding (the dB floor)
     # "speech_mean" subtracts each utterance's mean log-Mel over its speech frames, band by band (cepstral mean
     # normalisation): a microphone's, a room's or a voice's fixed spectral colouring is a constant per band in dB.
+    # "speech_mean_std" also divides each band by its standard deviation over those frames (CMVN): noise and
+    # reverberation fill a band's valleys and shrink its range in dB; the division gives it its range back.
     input_centering: str = "none"
     speech_floor_db: float = 30.0  # a frame is speech when its mean level is within this of the loudest frame's
     # Keep only the first N cepstral coefficients (DCT-II over the bands) of every frame, 0 = all: a high voice's
@@ -306,6 +308,9 @@ class SpeechEncoder(nn.Module):
             features = mel
         if self.config.input_centering == "speech_mean":
             features = features - speech_mean(features, mask, self.config.speech_floor_db, level_db=mel)
+        elif self.config.input_centering == "speech_mean_std":
+            mean, spread = speech_mean_std(features, mask, self.config.speech_floor_db, level_db=mel)
+            features = (features - mean) / spread
         mel = features
         if self.lifter is not None:
             # In float32 under any autocast: features span 80 dB, which bf16 would round by a third of a dB.
@@ -326,6 +331,24 @@ class SpeechEncoder(nn.Module):
         return lengths
 
 
+def speech_mean_std(mel: torch.Tensor, mask: torch.Tensor, floor_db: float, level_db: torch.Tensor | None = None,
+                    min_std: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """speech_mean and the standard deviation per band over the same frames, each (B, n_mels, 1); the deviation
+    is at least min_std (a band flat through the utterance, e.g. at the floor, is not blown up)."""
+    speech = speech_frames(mel if level_db is None else level_db, mask, floor_db)
+    mean = masked_mean(mel, speech, dim=2).unsqueeze(2)
+    centred = (mel - mean) * speech.to(mel.dtype)
+    spread = torch.sqrt(masked_mean(centred * centred, speech, dim=2).unsqueeze(2)).clamp(min=min_std)
+    return mean, spread
+
+
+def speech_frames(level_db: torch.Tensor, mask: torch.Tensor, floor_db: float) -> torch.Tensor:
+    """(B, 1, T) bool: valid frames whose mean level over the bands is within floor_db of the loudest valid one."""
+    level = level_db.mean(dim=1, keepdim=True)
+    loudest = level.masked_fill(~mask, -1e9).amax(dim=2, keepdim=True)
+    return mask & (level >= loudest - floor_db)
+
+
 def speech_mean(mel: torch.Tensor, mask: torch.Tensor, floor_db: float,
                 level_db: torch.Tensor | None = None) -> torch.Tensor:
     """(B, n_mels, 1): each utterance's mean feature per band over its speech frames (features other than the
@@ -335,9 +358,7 @@ def speech_mean(mel: torch.Tensor, mask: torch.Tensor, floor_db: float,
     level (mean over bands) is within floor_db of the utterance's loudest valid frame. That frame always counts, so
     the mean is never over nothing. An offset per band shifts every frame's level alike, so the same frames count
     as speech with it as without."""
-    level = (mel if level_db is None else level_db).mean(dim=1, keepdim=True)  # (B, 1, T)
-    loudest = level.masked_fill(~mask, -1e9).amax(dim=2, keepdim=True)
-    speech = mask & (level >= loudest - floor_db)
+    speech = speech_frames(mel if level_db is None else level_db, mask, floor_db)
     return masked_mean(mel, speech, dim=2).unsqueeze(2)
 
 
