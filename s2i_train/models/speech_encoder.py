@@ -300,18 +300,15 @@ class SpeechEncoder(nn.Module):
         lengths = torch.minimum(lengths.to(torch.int64), frames).clamp(min=1)
         # Frames beyond a length count as silence whatever the caller padded with.
         mask = time_mask(mel, lengths)
-        pad_value = self.config.pad_value
+        # Which frames are speech is judged on the dB levels, whatever the features become.
+        level_db, pad_value = mel, self.config.pad_value
         if self.pcen is not None:
-            # Which frames are speech is still judged on the dB levels; the features are PCEN's (0 = silence).
-            features, pad_value = self.pcen(mel), 0.0
-        else:
-            features = mel
+            mel, pad_value = self.pcen(mel), 0.0  # PCEN reads silence as 0
         if self.config.input_centering == "speech_mean":
-            features = features - speech_mean(features, mask, self.config.speech_floor_db, level_db=mel)
+            mel = mel - speech_mean(mel, mask, self.config.speech_floor_db, level_db=level_db)
         elif self.config.input_centering == "speech_mean_std":
-            mean, spread = speech_mean_std(features, mask, self.config.speech_floor_db, level_db=mel)
-            features = (features - mean) / spread
-        mel = features
+            mean, spread = speech_mean_std(mel, mask, self.config.speech_floor_db, level_db=level_db)
+            mel = (mel - mean) / spread
         if self.lifter is not None:
             # In float32 under any autocast: features span 80 dB, which bf16 would round by a third of a dB.
             with torch.autocast(mel.device.type, enabled=False):
