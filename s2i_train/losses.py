@@ -119,6 +119,18 @@ def s2igan_speech_loss(
     return total, {"matching": matching.detach(), "distinctive": distinctive.detach()}
 
 
+def word_ctc_loss(step_logits: torch.Tensor, valid: torch.Tensor, words: torch.Tensor,
+                  word_counts: torch.Tensor) -> torch.Tensor:
+    """CTC of each utterance's words (class indices, 0 = blank, padded) against its steps' word logits
+    (B, T', classes); `valid` (B, T', 1) marks the steps within each utterance. Mean over utterances of the loss
+    per word, in float32 whatever the autocast."""
+    log_probs = F.log_softmax(step_logits.float(), dim=2).transpose(0, 1)  # (T', B, classes)
+    steps = valid.reshape(valid.shape[0], -1).sum(dim=1)
+    # zero_infinity: an utterance squeezed (speed, silence) into fewer steps than its words cannot be aligned and
+    # is left out of the step rather than giving an infinite loss.
+    return F.ctc_loss(log_probs, words, steps, word_counts, blank=0, reduction="mean", zero_infinity=True)
+
+
 # ---------------------------------------------------------------- GAN
 
 

@@ -201,3 +201,23 @@ def test_relation_loss_labels_every_pair_with_one_relation():
     assert losses.relation_loss(logits, "different").item() == pytest.approx(math.log(math.exp(2) + 3))
     with pytest.raises(ValueError):
         losses.relation_loss(logits, "identical")
+
+
+def test_word_ctc_loss_hand_cases():
+    # Two steps, one word (class 1): the paths are "1 1", "1 -", "- 1". With every step certain of word 1 the only
+    # path left has probability 1; with each step 50/50 between word 1 and the blank, 3 of 4 paths spell it.
+    words, counts = torch.tensor([[1]]), torch.tensor([1])
+    valid = torch.ones(1, 2, 1, dtype=torch.bool)
+    sure = torch.tensor([[[-30.0, 30.0], [-30.0, 30.0]]])
+    assert losses.word_ctc_loss(sure, valid, words, counts).item() == pytest.approx(0.0, abs=1e-6)
+    even = torch.zeros(1, 2, 2)
+    assert losses.word_ctc_loss(even, valid, words, counts).item() == pytest.approx(-math.log(0.75), rel=1e-5)
+    # Steps beyond an utterance's length do not count: a third, padded step saying "blank" changes nothing.
+    padded = torch.cat([even, torch.tensor([[[30.0, -30.0]]])], dim=1)
+    mask = torch.tensor([[[True], [True], [False]]])
+    assert losses.word_ctc_loss(padded, mask, words, counts).item() == pytest.approx(-math.log(0.75), rel=1e-5)
+    # Three words cannot fit two steps: that utterance adds nothing rather than an infinite loss.
+    too_many = losses.word_ctc_loss(even, valid, torch.tensor([[1, 1, 1]]), torch.tensor([3]))
+    assert too_many.item() == 0.0
+    # Computed in float32 from bf16 logits.
+    assert losses.word_ctc_loss(even.bfloat16(), valid, words, counts).dtype == torch.float32

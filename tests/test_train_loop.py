@@ -732,6 +732,20 @@ def test_background_head_and_drawn_background_train(base_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_word_term_trains_and_the_saved_encoder_has_no_word_read_out(base_run, tmp_path):
+    from s2i_train.checkpoint import ENCODER, load_module
+
+    run = _copy(base_run, tmp_path, "words")
+    with pytest.raises(InputError, match="^encoder.word_weight needs encoder steps shorter than a word; cnn-rnn's"):
+        train_stage("encoder", run, overrides=["encoder.word_weight=1.0"], progress=False)
+    s2igan = ["encoder.model.arch=s2igan", "encoder.model.conv_channels=[8, 16]"]
+    encoded = train_stage("encoder", run, overrides=["encoder.word_weight=1.0", *s2igan], progress=False)
+    assert math.isfinite(encoded.last_metrics["words"]) and encoded.last_metrics["words"] > 0
+    assert not any("word" in name for name in load_file(run / "encoder.safetensors"))
+    assert load_module(run, ENCODER).config.arch == "s2igan"
+
+
+@pytest.mark.slow
 def test_split_rows_deal_each_generated_image_to_one_classifier(base_run, tmp_path):
     from s2i_train.losses import teacher_consistency_loss
     from s2i_train.train.config import load_run_config

@@ -280,7 +280,10 @@ class SpeechEncoder(nn.Module):
         self.projection = nn.Linear(width, config.embedding_dim) if width != config.embedding_dim else None
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        steps, valid = self.steps(mel, lengths)
+        return self.pool(*self.steps(mel, lengths))
+
+    def pool(self, steps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """One embedding per utterance from what `steps` returns."""
         if self.attention is None:
             pooled = masked_mean(steps, valid, dim=1)
         else:

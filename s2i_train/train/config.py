@@ -130,6 +130,12 @@ class EncoderTrainConfig:
     # without it the embedding holds the background word weakly and guesses the unsaid one from the voice.
     # 0 = off.
     background_weight: float = 0.0
+    # Weight of a word-recognition term on the speech encoder's steps before pooling: a linear read-out per step
+    # must spell the caption's words in order (CTC against its transcript; training only, the read-out is not
+    # saved). The attribute heads read the pooled embedding, which can learn a colour-shape phrase as a unit; the
+    # steps under a colour word must say that word whatever follows it. Needs every training caption's text;
+    # text encoders ignore it. 0 = off.
+    word_weight: float = 0.0
     # Keep an exponential moving average of the encoder's weights (this decay per step, warmed up as the
     # generator's) and save the average instead of the last step's weights. Recorded-voice scores move by more
     # between nearby checkpoints of one run than most changes this config can make; the average is one

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from ..data import vocabulary
 from ..metrics import retrieval_scores
 from ..models import FeatureWhitening, build_speech_encoder
 from ..models.ema import EMA
+from ..models.speech_encoder import SpeechEncoder
 from . import distributed
 from .augment import spec_augment
 from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank
@@ -45,6 +46,7 @@ from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_loss, train_
 from .config import TrainConfig
 from .loop import StepSampler
 from .precision import backward
+from .transcripts import transcripts
 from .wave_augment import augment as augment_wave
 
 OBJECTIVES = ("teacher_student", "classifier", "sen")
@@ -52,6 +54,8 @@ TEACHER_TARGETS = ("image", "spoken_mean")
 TEACHER_WHITENINGS = ("none", "class")
 # What the wave bank holds and the model reads: the bundle's front end.
 FRONTEND_SPEC = FrontendSpec()
+# CTC spells a caption's words one per step at least: a step must be well under a spoken word's length.
+MAX_WORD_STEP_MS = 100
 
 
 @torch.no_grad()
@@ -107,26 +111,42 @@ def spoken_mean_targets(features: torch.Tensor, image_attributes: torch.Tensor, 
     return means[group]
 
 
+class Encoded(NamedTuple):
+    embedding: torch.Tensor
+    speech_logits: torch.Tensor | None  # the class head's, classifier and SEN objectives
+    image_logits: torch.Tensor | None
+    attributes: dict[str, torch.Tensor] | None
+    words: tuple[torch.Tensor, torch.Tensor] | None  # per-step word logits (B, T', classes), valid steps (B, T', 1)
+
+
 class EncoderWithHead(nn.Module):
     """The speech encoder and the heads on its embedding: for the classifier and SEN objectives a class head
-    shared by the speech and image embeddings, and optionally linear attribute heads. One module, so one
-    forward and one backward per step (what DDP expects)."""
+    shared by the speech and image embeddings, optionally linear attribute heads, and optionally a word read-out
+    on the encoder's steps. One module, so one forward and one backward per step (what DDP expects)."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Module | None, attribute_heads: nn.ModuleDict | None = None):
+    def __init__(self, encoder: nn.Module, head: nn.Module | None, attribute_heads: nn.ModuleDict | None = None,
+                 word_head: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.attribute_heads = attribute_heads
+        self.word_head = word_head
 
-    def forward(self, mel, lengths, image_features=None):
-        embedding = self.encoder(mel, lengths)
+    def forward(self, mel, lengths, image_features=None) -> Encoded:
+        words = None
+        if self.word_head is None:
+            embedding = self.encoder(mel, lengths)
+        else:
+            steps, valid = self.encoder.steps(mel, lengths)
+            embedding = self.encoder.pool(steps, valid)
+            words = (self.word_head(steps), valid)
         attributes = None
         if self.attribute_heads is not None:
             attributes = {name: head(embedding) for name, head in self.attribute_heads.items()}
         if self.head is None:
-            return embedding, None, None, attributes
+            return Encoded(embedding, None, None, attributes, words)
         image_logits = None if image_features is None else self.head(image_features)
-        return embedding, self.head(embedding), image_logits, attributes
+        return Encoded(embedding, self.head(embedding), image_logits, attributes, words)
 
 
 class EncoderStage:
@@ -184,7 +204,15 @@ class EncoderStage:
         if cfg.background_weight > 0:
             heads["background"] = ATTRIBUTE_CLASSES["background"] + 1  # the last class is "not said"
         attribute_heads = nn.ModuleDict({name: nn.Linear(dim, n) for name, n in heads.items()}) if heads else None
-        self.trainable = EncoderWithHead(self.model, self.head, attribute_heads)
+        self.transcripts, word_head = None, None
+        if cfg.word_weight > 0 and isinstance(self.model, SpeechEncoder):
+            step_ms = 1000 * self.model.config.time_reduction * FRONTEND_SPEC.hop_length / FRONTEND_SPEC.sample_rate
+            if step_ms > MAX_WORD_STEP_MS:
+                raise InputError(f"encoder.word_weight needs encoder steps shorter than a word; "
+                                 f"{self.model.config.arch}'s are {step_ms:.0f} ms (use arch = 's2igan' or weight 0)")
+            self.transcripts = transcripts(self.captions.records, str(root))
+            word_head = nn.Linear(2 * self.model.config.hidden, self.transcripts.num_classes)
+        self.trainable = EncoderWithHead(self.model, self.head, attribute_heads, word_head)
         distributed.broadcast_module(self.trainable)
         self.trained = distributed.wrap(self.trainable)
         self.opt = torch.optim.Adam(self.trainable.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -228,7 +256,7 @@ class EncoderStage:
         classes = self.captions.class_ids[idx]
         self.trainable.train()
         target = self.targets[idx] if self.targets is not None else None
-        student, speech_logits, image_logits, attribute_logits = self.trained(inputs, lengths, target)
+        student, speech_logits, image_logits, attribute_logits, word_logits = self.trained(inputs, lengths, target)
         figures: dict[str, float] = {}
         if self.cfg.objective == "teacher_student":
             loss, parts = losses.teacher_student_loss(
@@ -258,6 +286,10 @@ class EncoderStage:
                 background, accs = attribute_loss(attribute_logits, said, ("background",))
                 loss = loss + self.cfg.background_weight * background
                 figures.update(background=background.item(), **accs)
+        if word_logits is not None:
+            words = losses.word_ctc_loss(*word_logits, *self.transcripts.batch(idx))
+            loss = loss + self.cfg.word_weight * words
+            figures["words"] = words.item()
         extra = self._extra_loss(student, idx)
         if extra is not None:
             loss = loss + extra[0]
