@@ -108,11 +108,12 @@ def linear_probe_accuracy(
     return float((predicted == np.asarray(test_y)).mean())
 
 
-def fit_softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-3
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def fit_softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-3,
+                           offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression, L-BFGS on the L2-regularised mean cross-entropy (deterministic):
     weights (D, classes) and biases (classes,) with logits = x @ w + b. `y` is (n,) labels or (n, classes)
-    target probabilities."""
+    target probabilities. `offsets` (n, classes) are added to the logits while fitting only (logit adjustment):
+    what they already explain, the weights need not learn."""
     from scipy.optimize import minimize
     from scipy.special import log_softmax
 
@@ -123,7 +124,8 @@ def fit_softmax_regression(x: np.ndarray, y: np.ndarray, classes: int, l2: float
 
     def loss_and_grad(flat):
         w, b = flat[: d * classes].reshape(d, classes), flat[d * classes :]
-        logp = log_softmax(x @ w + b, axis=1)
+        logits = x @ w + b
+        logp = log_softmax(logits if offsets is None else logits + offsets, axis=1)
         loss = -(onehot * logp).sum() / n + 0.5 * l2 * (w * w).sum()
         delta = (np.exp(logp) - onehot) / n
         return loss, np.concatenate([(x.T @ delta + l2 * w).ravel(), delta.sum(0)])

@@ -746,6 +746,18 @@ def test_word_term_trains_and_the_saved_encoder_has_no_word_read_out(base_run, t
 
 
 @pytest.mark.slow
+def test_cooccurrence_priors_train_the_heads_and_fit_the_readouts(base_run, tmp_path):
+    with pytest.raises(InputError, match="needs encoder.attribute_weight > 0"):
+        train_stage("encoder", _copy(base_run, tmp_path, "no-heads"), progress=False,
+                    overrides=["encoder.attribute_cooccurrence_prior=true", "encoder.attribute_weight=0"])
+    run = _copy(base_run, tmp_path, "prior")
+    encoded = train_stage("encoder", run, overrides=["encoder.attribute_cooccurrence_prior=true"], progress=False)
+    assert math.isfinite(encoded.last_metrics["attributes"])
+    drawn = train_stage("generator", run, overrides=["generator.readout_cooccurrence_prior=true"], progress=False)
+    assert drawn.end_step == 3 and math.isfinite(drawn.last_metrics["g_teacher"])
+
+
+@pytest.mark.slow
 def test_split_rows_deal_each_generated_image_to_one_classifier(base_run, tmp_path):
     from s2i_train.losses import teacher_consistency_loss
     from s2i_train.train.config import load_run_config

@@ -31,6 +31,38 @@ def train_class_targets(class_ids: torch.Tensor) -> torch.Tensor:
     return torch.tensor([TRAIN_CLASS_INDEX[int(c)] for c in class_ids], dtype=torch.long)
 
 
+# Logit adjustment by co-occurrence: each head's logits get the log-probability of its class given the other
+# attribute the caption names, in training only. Unseen colour-shape pairs never occur in training, so a plain
+# head learns to rule a colour out by the shape word (right on every training caption, wrong on every unseen pair);
+# with the prior added, ruling out is already done and earns the head nothing.
+COOCCURRING = {"colour": "shape", "shape": "colour"}
+# log-probability of a pair that never occurs: e^-30 is nil beside any pair that does, and stays finite in bf16.
+PRIOR_FLOOR = -30.0
+
+
+def cooccurrence_log_prior(labels: torch.Tensor, said: torch.Tensor, target: str, given: str) -> torch.Tensor:
+    """log p(target | given) over the captions that name both (labels and said (N, 4) in ATTRIBUTES order):
+    (classes of `given`, classes of `target`) float32, PRIOR_FLOOR where a pair never occurs."""
+    t, g = ATTRIBUTES.index(target), ATTRIBUTES.index(given)
+    both = said[:, t] & said[:, g]
+    counts = torch.zeros(ATTRIBUTE_CLASSES[given], ATTRIBUTE_CLASSES[target], dtype=torch.float64)
+    counts.index_put_((labels[both, g], labels[both, t]), torch.ones(int(both.sum()), dtype=torch.float64),
+                      accumulate=True)
+    share = counts / counts.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return torch.log(share).clamp(min=PRIOR_FLOOR).float()
+
+
+def prior_offsets(tables: dict[str, torch.Tensor], named: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each head's logit offsets (B, classes) for captions whose attributes are `named` (B, 4), -100 where unsaid:
+    the row of its table for the other attribute's class, zeros where the caption leaves that one open."""
+    out = {}
+    for name, table in tables.items():
+        given = named[:, ATTRIBUTES.index(COOCCURRING[name])]
+        rows = table[given.clamp(min=0)]
+        out[name] = torch.where((given >= 0)[:, None], rows, torch.zeros_like(rows))
+    return out
+
+
 def attribute_labels(labels: torch.Tensor, names: tuple[str, ...], keep: torch.Tensor | None = None
                      ) -> dict[str, torch.Tensor]:
     """(B, 4) labels in ATTRIBUTES order -> {name: (B,)}; rows where `keep` is False get -100 (ignored)."""

@@ -136,6 +136,9 @@ class EncoderTrainConfig:
     # steps under a colour word must say that word whatever follows it. Needs every training caption's text;
     # text encoders ignore it. 0 = off.
     word_weight: float = 0.0
+    # Train the colour and shape heads with the training captions' co-occurrence prior added to their logits
+    # (log p(colour | shape), log p(shape | colour); train/common.py says why). Needs attribute_weight > 0.
+    attribute_cooccurrence_prior: bool = False
     # Keep an exponential moving average of the encoder's weights (this decay per step, warmed up as the
     # generator's) and save the average instead of the last step's weights. Recorded-voice scores move by more
     # between nearby checkpoints of one run than most changes this config can make; the average is one
@@ -198,6 +201,9 @@ class GeneratorTrainConfig:
     # probabilities (with generator.model.sampled_code_blocks each image then draws one). false = read-outs fitted
     # to the image's labels, which learn to guess an unsaid background from the voice. (Once `open_unspoken`.)
     unsaid_attributes_uniform: bool = False
+    # Fit the conditioning's colour and shape read-outs with the training captions' co-occurrence prior added to
+    # their logits (train/common.py says why); the served read-outs use their own logits alone.
+    readout_cooccurrence_prior: bool = False
     # Novel codes: per step, batch_size * novel_code_fraction extra samples conditioned on attribute
     # combinations drawn uniformly from the vocabulary (most never spoken in the data), trained only by the
     # terms that need no matching real image: D's unconditional logit, D's attribute heads and the teacher.

@@ -42,7 +42,15 @@ from ..models.speech_encoder import SpeechEncoder
 from . import distributed
 from .augment import spec_augment
 from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank
-from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_loss, train_class_targets
+from .common import (
+    ATTRIBUTE_CLASSES,
+    COOCCURRING,
+    SPOKEN_ATTRIBUTES,
+    attribute_loss,
+    cooccurrence_log_prior,
+    prior_offsets,
+    train_class_targets,
+)
 from .config import TrainConfig
 from .loop import StepSampler
 from .precision import backward
@@ -204,6 +212,13 @@ class EncoderStage:
         if cfg.background_weight > 0:
             heads["background"] = ATTRIBUTE_CLASSES["background"] + 1  # the last class is "not said"
         attribute_heads = nn.ModuleDict({name: nn.Linear(dim, n) for name, n in heads.items()}) if heads else None
+        self.prior_tables = {}
+        if cfg.attribute_cooccurrence_prior:
+            if cfg.attribute_weight <= 0:
+                raise InputError("encoder.attribute_cooccurrence_prior adjusts the attribute heads; it needs "
+                                 "encoder.attribute_weight > 0")
+            self.prior_tables = {name: cooccurrence_log_prior(self.captions.attributes, self.captions.spoken, name,
+                                                              given) for name, given in COOCCURRING.items()}
         self.transcripts, word_head = None, None
         if cfg.word_weight > 0 and isinstance(self.model, SpeechEncoder):
             step_ms = 1000 * self.model.config.time_reduction * FRONTEND_SPEC.hop_length / FRONTEND_SPEC.sample_rate
@@ -275,8 +290,11 @@ class EncoderStage:
         if attribute_logits is not None:
             labels = self.captions.attributes[idx]
             if self.cfg.attribute_weight > 0:
-                spoken, accs = attribute_loss(attribute_logits, self.captions.named_attributes(idx),
-                                              SPOKEN_ATTRIBUTES)
+                named = self.captions.named_attributes(idx)
+                adjusted = dict(attribute_logits)
+                for name, offset in prior_offsets(self.prior_tables, named).items():
+                    adjusted[name] = adjusted[name] + offset.to(adjusted[name].dtype)
+                spoken, accs = attribute_loss(adjusted, named, SPOKEN_ATTRIBUTES)
                 loss = loss + self.cfg.attribute_weight * spoken
                 figures.update(attributes=spoken.item(), **accs)
             if self.cfg.background_weight > 0:

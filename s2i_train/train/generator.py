@@ -41,7 +41,15 @@ from ..models import EMA, RelationSupervisor, build_discriminators, build_genera
 from ..models.generator import Generator, GeneratorOutput
 from . import distributed
 from .banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
-from .common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, attribute_labels, attribute_loss
+from .common import (
+    ATTRIBUTE_CLASSES,
+    COOCCURRING,
+    SPOKEN_ATTRIBUTES,
+    attribute_labels,
+    attribute_loss,
+    cooccurrence_log_prior,
+    prior_offsets,
+)
 from .config import TrainConfig
 from .image_augment import jitter_images
 from .loop import StepSampler
@@ -57,16 +65,24 @@ READOUT_SHARPNESS = 10.0
 
 
 def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, code: tuple[int, ...],
-                           spoken: torch.Tensor | None = None) -> None:
+                           spoken: torch.Tensor | None = None, cooccurrence_prior: bool = False) -> None:
     """Fit the conditioning's frozen attribute read-outs to the training captions' labels (ATTRIBUTES order:
     the code's i-th block reads ATTRIBUTES[i]). Where `spoken` (N, 4) says a caption leaves an attribute open,
     the target is uniform, because a read-out fitted to the image's label learns to guess an unsaid background
-    from the voice, confidently, and G then draws that one background for every z."""
+    from the voice, confidently, and G then draws that one background for every z. With `cooccurrence_prior` the
+    colour and shape read-outs are fitted with the captions' co-occurrence prior added to their logits."""
     expected = tuple(ATTRIBUTE_CLASSES[name] for name in ATTRIBUTES[: len(code)])
     if code != expected:
         raise InputError(f"generator.model.attribute_code must list the class counts of {ATTRIBUTES[: len(code)]} "
                          f"in that order, {list(expected)}; got {list(code)}")
     x = ca.centred(embeddings).double().numpy()
+    said = torch.ones_like(labels, dtype=torch.bool) if spoken is None else spoken
+    offsets = {}
+    if cooccurrence_prior:
+        tables = {name: cooccurrence_log_prior(labels, said, name, given) for name, given in COOCCURRING.items()}
+        named = torch.where(said, labels, torch.full_like(labels, -100))
+        offsets = {ATTRIBUTES.index(name): offset.double().numpy()
+                   for name, offset in prior_offsets(tables, named).items()}
     weights, biases = [], []
     for column, classes in enumerate(code):
         targets = F.one_hot(labels[:, column], classes).double()
@@ -74,7 +90,7 @@ def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, c
         if spoken is not None and not bool(spoken[:, column].all()):
             targets[~spoken[:, column]] = 1.0 / classes
             sharpness = 1.0  # sharpening would turn "either" (logits a hair apart) back into a confident guess
-        w, b = fit_softmax_regression(x, targets.numpy(), classes)
+        w, b = fit_softmax_regression(x, targets.numpy(), classes, offsets=offsets.get(column))
         weights.append(torch.from_numpy(w.T * sharpness).float())
         biases.append(torch.from_numpy(b * sharpness).float())
     ca.set_readouts(weights, biases)
@@ -181,7 +197,8 @@ class GeneratorStage:
         if self.model_config.attribute_code:
             fit_attribute_readouts(self.generator.ca, self.embeddings, self.captions.attributes,
                                    tuple(self.model_config.attribute_code),
-                                   self.captions.spoken if cfg.unsaid_attributes_uniform else None)
+                                   self.captions.spoken if cfg.unsaid_attributes_uniform else None,
+                                   cfg.readout_cooccurrence_prior)
         heads = dict(ATTRIBUTE_CLASSES) if cfg.d_attribute_heads else None
         self.discriminators = build_discriminators(self.sizes, ndf=cfg.ndf, condition_dim=self.model_config.ca_dim,
                                                    attributes=heads)
