@@ -71,7 +71,13 @@ from .train.banks import (
     read_records,
     says_shape,
 )
-from .train.common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES
+from .train.common import (
+    ATTRIBUTE_CLASSES,
+    COOCCURRING,
+    SPOKEN_ATTRIBUTES,
+    cooccurrence_log_prior,
+    prior_offsets,
+)
 from .train.config import TrainConfig, load_run_config
 
 EVAL_FILE = "eval.json"
@@ -605,15 +611,21 @@ def _attribute_probe(encoder, root: Path, run_dir: Path) -> Callable[[torch.Tens
     """A linear read-out per spoken attribute (softmax regression), fitted on the training captions' embeddings
     and applied to any embeddings: scored on the test captions it tells whether the attribute is encoded in a
     way that carries over to unseen pairs and voices (a generator can only draw what this reads)."""
-    train_images = load_image_bank(root, "train", (load_run_config(run_dir).teacher.image_size,), run_dir)
+    config = load_run_config(run_dir)
+    train_images = load_image_bank(root, "train", (config.teacher.image_size,), run_dir)
     train_captions = load_caption_bank(root, "train", train_images, run_dir=run_dir).fully_said()
     train_speech = caption_embeddings(encoder, train_captions).numpy().astype(np.float64)
     mean, std = train_speech.mean(0), train_speech.std(0) + 1e-6
+    offsets = {}
+    if config.eval.probe_cooccurrence_prior:
+        labels, said = train_captions.attributes, train_captions.spoken
+        tables = {name: cooccurrence_log_prior(labels, said, name, given) for name, given in COOCCURRING.items()}
+        offsets = {name: o.double().numpy() for name, o in prior_offsets(tables, labels).items()}
     fits = {}
     for name in SPOKEN_ATTRIBUTES:
         labels = train_captions.attributes[:, ATTRIBUTES.index(name)].numpy()
         fits[name] = fit_softmax_regression((train_speech - mean) / std, labels,
-                                            ATTRIBUTE_CLASSES[name], PROBE_L2)
+                                            ATTRIBUTE_CLASSES[name], PROBE_L2, offsets=offsets.get(name))
 
     def read(embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (embeddings.numpy().astype(np.float64) - mean) / std

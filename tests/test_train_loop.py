@@ -746,7 +746,7 @@ def test_word_term_trains_and_the_saved_encoder_has_no_word_read_out(base_run, t
 
 
 @pytest.mark.slow
-def test_cooccurrence_priors_train_the_heads_and_fit_the_readouts(base_run, tmp_path):
+def test_cooccurrence_priors_train_the_heads_and_fit_the_readouts(base_run, tiny_data, tmp_path):
     with pytest.raises(InputError, match="needs encoder.attribute_weight > 0"):
         train_stage("encoder", _copy(base_run, tmp_path, "no-heads"), progress=False,
                     overrides=["encoder.attribute_cooccurrence_prior=true", "encoder.attribute_weight=0"])
@@ -755,6 +755,19 @@ def test_cooccurrence_priors_train_the_heads_and_fit_the_readouts(base_run, tmp_
     assert math.isfinite(encoded.last_metrics["attributes"])
     drawn = train_stage("generator", run, overrides=["generator.readout_cooccurrence_prior=true"], progress=False)
     assert drawn.end_step == 3 and math.isfinite(drawn.last_metrics["g_teacher"])
+    # The eval's probe fitted the same way: another read-out of the same embeddings.
+    from s2i_train.checkpoint import ENCODER, load_module
+    from s2i_train.eval import _attribute_probe
+    from s2i_train.train.config import load_run_config, save_config
+
+    encoder = load_module(run, ENCODER).eval()
+    embeddings = torch.randn(5, encoder.config.embedding_dim)
+    plain = _attribute_probe(encoder, tiny_data, run)(embeddings)
+    config = load_run_config(run)
+    config.eval.probe_cooccurrence_prior = True
+    save_config(run, config)
+    adjusted = _attribute_probe(encoder, tiny_data, run)(embeddings)
+    assert torch.equal(plain["size"], adjusted["size"]) and not torch.equal(plain["colour"], adjusted["colour"])
 
 
 @pytest.mark.slow

@@ -233,6 +233,10 @@ class EvalConfig:
     # The table by voice and condition: test captions per (voice group, condition) cell (0 = all), samples each.
     condition_captions: int = 480
     condition_images_per_caption: int = 2
+    # Fit the linear probe of the speech embeddings with the training captions' co-occurrence prior as a logit
+    # offset on colour and shape, as generator.readout_cooccurrence_prior fits the conditioning's read-outs.
+    # false: the plain probe the experiment pages report.
+    probe_cooccurrence_prior: bool = False
 
 
 @dataclasses.dataclass
