@@ -39,9 +39,10 @@ evaluate: $(RUN)/eval.json
 $(RUN)/eval.json: $(RUN)/generator.safetensors
 	$(BIN)/s2i-train eval --run $(RUN)
 
+# An INT8 generator that fails its judge check is left out (the command says why): the bundle ships without it.
 export: $(RUN)/eval.json
 	$(BIN)/s2i-export onnx --run $(RUN) --out $(RUN)/bundle
-	$(BIN)/s2i-export int8 $(RUN)/bundle --run $(RUN) --data $(DATA)
+	-$(BIN)/s2i-export int8 $(RUN)/bundle --run $(RUN) --data $(DATA)
 	rm -rf $(BUNDLE_OUT).tmp && cp -r $(RUN)/bundle $(BUNDLE_OUT).tmp
 	chmod -R a+rX $(BUNDLE_OUT).tmp
 	rm -rf $(BUNDLE_OUT) && mv $(BUNDLE_OUT).tmp $(BUNDLE_OUT)

@@ -93,9 +93,16 @@ def test_sigterm_also_stops_it(tiny_bundle):  # noqa: F811
     assert "Traceback" not in server.stderr
 
 
-def test_precision_int8_serves_the_int8_generator_or_says_why_not(tiny_bundle):  # noqa: F811
-    """The shipped bundle has the INT8 generator; a bundle without it stops the server before it listens."""
-    with ServerProcess(["--precision", "int8", "--threads", "1"], env=ENV) as server:
+def test_precision_int8_serves_the_int8_generator_or_says_why_not(tiny_bundle, tone_wavs, tmp_path):  # noqa: F811
+    """A bundle with the INT8 generator serves it; a bundle without it stops the server before it listens."""
+    import shutil
+
+    from s2i_export.int8 import export_int8
+
+    quantised = tmp_path / "int8"
+    shutil.copytree(tiny_bundle, quantised)
+    export_int8(quantised, real_audio=tone_wavs)
+    with ServerProcess(["--bundle", str(quantised), "--precision", "int8", "--threads", "1"], env=ENV) as server:
         assert server.ready["precision"] == "int8" and server.ready["device"] == "cpu"
         assert http(server.url + "healthz")[0] == 200
     with pytest.raises(ServerExited, match=r"no generator\.int8\.onnx; make it with `s2i-export int8 "):
