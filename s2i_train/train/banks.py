@@ -3,7 +3,8 @@
 `images/`, `audio/`; docs/design.md, "Spoken-Shapes") and cached in the run directory (safetensors, keyed
 by the dataset's and front end's fingerprints).
 
-The training loops index these banks with `StepSampler` indices; the models never see the text.
+The training loops index these banks with `StepSampler` indices; the models never see the text (only the
+optional word-recognition term reads the transcripts, in training: `transcripts.py`).
 """
 
 from __future__ import annotations
