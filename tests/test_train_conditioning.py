@@ -62,9 +62,9 @@ def test_cooccurrence_prior_is_the_share_of_each_pair_among_captions_that_name_b
     shares = table[1].exp()
     assert shares[0].item() == pytest.approx(2 / 3) and shares[2].item() == pytest.approx(1 / 3)
     assert table[1, 5].item() == PRIOR_FLOOR and table[0, 3].item() == pytest.approx(0.0)
-    named = torch.tensor([[0, 1, 0, 0], [4, -100, 0, 0]])
+    named = torch.tensor([[0, 1, 0, 0], [4, -100, 0, 0], [-100, 1, 0, 0]])
     offsets = prior_offsets({"colour": table}, named)["colour"]
-    assert torch.equal(offsets[0], table[1]) and torch.equal(offsets[1], torch.zeros(8))
+    assert torch.equal(offsets[0], table[1]) and torch.equal(offsets[1:], torch.zeros(2, 8))
 
 
 def test_readouts_fitted_with_the_cooccurrence_prior_read_colours_of_unseen_pairs_better():

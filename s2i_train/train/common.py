@@ -54,12 +54,14 @@ def cooccurrence_log_prior(labels: torch.Tensor, said: torch.Tensor, target: str
 
 def prior_offsets(tables: dict[str, torch.Tensor], named: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each head's logit offsets (B, classes) for captions whose attributes are `named` (B, 4), -100 where unsaid:
-    the row of its table for the other attribute's class, zeros where the caption leaves that one open."""
+    the row of its table for the other attribute's class; zeros where the caption leaves either one open (a read-out
+    fitted to a uniform target for an unsaid shape must be free to reach it)."""
     out = {}
     for name, table in tables.items():
         given = named[:, ATTRIBUTES.index(COOCCURRING[name])]
+        both = (given >= 0) & (named[:, ATTRIBUTES.index(name)] >= 0)
         rows = table[given.clamp(min=0)]
-        out[name] = torch.where((given >= 0)[:, None], rows, torch.zeros_like(rows))
+        out[name] = torch.where(both[:, None], rows, torch.zeros_like(rows))
     return out
 
 
