@@ -71,13 +71,7 @@ from .train.banks import (
     read_records,
     says_shape,
 )
-from .train.common import (
-    ATTRIBUTE_CLASSES,
-    COOCCURRING,
-    SPOKEN_ATTRIBUTES,
-    cooccurrence_log_prior,
-    prior_offsets,
-)
+from .train.common import ATTRIBUTE_CLASSES, SPOKEN_ATTRIBUTES, cooccurrence_offsets
 from .train.config import TrainConfig, load_run_config
 
 EVAL_FILE = "eval.json"
@@ -618,9 +612,8 @@ def _attribute_probe(encoder, root: Path, run_dir: Path) -> Callable[[torch.Tens
     mean, std = train_speech.mean(0), train_speech.std(0) + 1e-6
     offsets = {}
     if config.eval.probe_cooccurrence_prior:
-        labels, said = train_captions.attributes, train_captions.spoken
-        tables = {name: cooccurrence_log_prior(labels, said, name, given) for name, given in COOCCURRING.items()}
-        offsets = {name: o.double().numpy() for name, o in prior_offsets(tables, labels).items()}
+        offsets = {name: o.double().numpy()
+                   for name, o in cooccurrence_offsets(train_captions.attributes, train_captions.spoken).items()}
     fits = {}
     for name in SPOKEN_ATTRIBUTES:
         labels = train_captions.attributes[:, ATTRIBUTES.index(name)].numpy()

@@ -52,6 +52,17 @@ def cooccurrence_log_prior(labels: torch.Tensor, said: torch.Tensor, target: str
     return torch.log(share).clamp(min=PRIOR_FLOOR).float()
 
 
+def cooccurrence_tables(labels: torch.Tensor, said: torch.Tensor) -> dict[str, torch.Tensor]:
+    """cooccurrence_log_prior of every head in COOCCURRING, given the attribute it is paired with."""
+    return {name: cooccurrence_log_prior(labels, said, name, given) for name, given in COOCCURRING.items()}
+
+
+def cooccurrence_offsets(labels: torch.Tensor, said: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each head's logit offsets (N, classes) for the captions the prior is counted on (labels and said (N, 4))."""
+    named = torch.where(said, labels, torch.full_like(labels, -100))
+    return prior_offsets(cooccurrence_tables(labels, said), named)
+
+
 def prior_offsets(tables: dict[str, torch.Tensor], named: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each head's logit offsets (B, classes) for captions whose attributes are `named` (B, 4), -100 where unsaid:
     the row of its table for the other attribute's class; zeros where the caption leaves either one open (a read-out

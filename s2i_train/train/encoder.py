@@ -44,10 +44,9 @@ from .augment import spec_augment
 from .banks import ATTRIBUTES, load_caption_bank, load_image_bank, load_wave_bank
 from .common import (
     ATTRIBUTE_CLASSES,
-    COOCCURRING,
     SPOKEN_ATTRIBUTES,
     attribute_loss,
-    cooccurrence_log_prior,
+    cooccurrence_tables,
     prior_offsets,
     train_class_targets,
 )
@@ -217,8 +216,7 @@ class EncoderStage:
             if cfg.attribute_weight <= 0:
                 raise InputError("encoder.attribute_cooccurrence_prior adjusts the attribute heads; it needs "
                                  "encoder.attribute_weight > 0")
-            self.prior_tables = {name: cooccurrence_log_prior(self.captions.attributes, self.captions.spoken, name,
-                                                              given) for name, given in COOCCURRING.items()}
+            self.prior_tables = cooccurrence_tables(self.captions.attributes, self.captions.spoken)
         self.transcripts, word_head = None, None
         if cfg.word_weight > 0 and isinstance(self.model, SpeechEncoder):
             step_ms = 1000 * self.model.config.time_reduction * FRONTEND_SPEC.hop_length / FRONTEND_SPEC.sample_rate

@@ -43,12 +43,10 @@ from . import distributed
 from .banks import ATTRIBUTES, caption_embeddings, load_caption_bank, load_image_bank
 from .common import (
     ATTRIBUTE_CLASSES,
-    COOCCURRING,
     SPOKEN_ATTRIBUTES,
     attribute_labels,
     attribute_loss,
-    cooccurrence_log_prior,
-    prior_offsets,
+    cooccurrence_offsets,
 )
 from .config import TrainConfig
 from .image_augment import jitter_images
@@ -76,13 +74,11 @@ def fit_attribute_readouts(ca, embeddings: torch.Tensor, labels: torch.Tensor, c
         raise InputError(f"generator.model.attribute_code must list the class counts of {ATTRIBUTES[: len(code)]} "
                          f"in that order, {list(expected)}; got {list(code)}")
     x = ca.centred(embeddings).double().numpy()
-    said = torch.ones_like(labels, dtype=torch.bool) if spoken is None else spoken
     offsets = {}
     if cooccurrence_prior:
-        tables = {name: cooccurrence_log_prior(labels, said, name, given) for name, given in COOCCURRING.items()}
-        named = torch.where(said, labels, torch.full_like(labels, -100))
+        said = torch.ones_like(labels, dtype=torch.bool) if spoken is None else spoken
         offsets = {ATTRIBUTES.index(name): offset.double().numpy()
-                   for name, offset in prior_offsets(tables, named).items()}
+                   for name, offset in cooccurrence_offsets(labels, said).items()}
     weights, biases = [], []
     for column, classes in enumerate(code):
         targets = F.one_hot(labels[:, column], classes).double()
