@@ -198,5 +198,8 @@ def test_judge_check_on_held_out_captions(plain_bundle, tmp_path, monkeypatch):
     captions = int8.held_out_captions(data)
     assert len(captions.rows(0)) + len(captions.rows(1)) == len(captions.audio) == 32  # 16 held-out classes x 2
     assert judge["captions"].startswith("16 test captions") and "odd rows" in judge["captions"]
+    assert f"{int8.JUDGED_DRAWS} noise draws each" in judge["captions"]
+    judged = [case for case in section["check"]["cases"] if case["inputs"].startswith("test captions")]
+    assert [case["batch"] for case in judged] == [16 * int8.JUDGED_DRAWS]  # every caption under each draw
     assert section["calibration"].startswith("16 test captions") and "even rows" in section["calibration"]
     assert "judge_skipped" not in section["check"]
