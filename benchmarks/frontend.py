@@ -1,4 +1,5 @@
-"""Front-end speed: our numpy log-Mel (runtime) against librosa and our torch front end (training).
+"""Front-end speed: the runtime's log-Mel (its C extension when built, and its numpy path) against librosa and
+our torch front end (training).
 
     python -m benchmarks.frontend [--clips 64] [--seconds 10] [--repeats 5] [--json]
 
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from s2i_runtime import native_frontend
 from s2i_runtime.frontend import FrontendSpec, logmel, logmel_batch
 
 from .common import paired_ratios, spread
@@ -30,12 +32,38 @@ def make_clips(count: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
     return [(0.1 * rng.standard_normal(samples)).astype(np.float32) for _ in range(count)]
 
 
+BATCH, ONE_CLIP, ONE_CLIP_ALL = ("runtime, batch", "runtime, one clip at a time",
+                                 "runtime, one clip at a time on all cores")
+
+
+def _on_numpy(run: Callable[[], object]) -> Callable[[], object]:
+    """`run` with the runtime's C front end switched off (S2I_FRONTEND=numpy) for its duration."""
+
+    def numpy_run() -> object:
+        previous = os.environ.get(native_frontend.ENV_SWITCH)
+        os.environ[native_frontend.ENV_SWITCH] = "numpy"
+        try:
+            return run()
+        finally:
+            if previous is None:
+                del os.environ[native_frontend.ENV_SWITCH]
+            else:
+                os.environ[native_frontend.ENV_SWITCH] = previous
+
+    return numpy_run
+
+
 def contenders(clips: list[np.ndarray]) -> dict[str, Callable[[], object]]:
+    """The runtime as it runs here (its C front end when built), its numpy path when that differs, and the
+    references."""
     runs: dict[str, Callable[[], object]] = {
-        "numpy (runtime), batch": lambda: logmel_batch(clips),
-        "numpy (runtime), one clip at a time": lambda: [logmel(c) for c in clips],
-        "numpy (runtime), one clip at a time on all cores": lambda: [logmel(c, threads=0) for c in clips],
+        BATCH: lambda: logmel_batch(clips),
+        ONE_CLIP: lambda: [logmel(c) for c in clips],
+        ONE_CLIP_ALL: lambda: [logmel(c, threads=0) for c in clips],
     }
+    if native_frontend.describe()["implementation"] == "c":
+        runs["runtime numpy path, batch"] = _on_numpy(runs[BATCH])
+        runs["runtime numpy path, one clip at a time"] = _on_numpy(runs[ONE_CLIP])
     try:
         import librosa
         import scipy.signal
@@ -101,6 +129,7 @@ def run_frontend(clips: int = 64, seconds: float = 10.0, repeats: int = 5) -> di
     baseline = per_clip.get("librosa")
     torch_ms = per_clip.get("torch (training), batch")
     return {
+        "runtime_frontend": native_frontend.describe(),
         "clips": clips,
         "seconds_per_clip": seconds,
         "repeats": repeats,

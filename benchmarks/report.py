@@ -10,13 +10,12 @@ from s2i_runtime.fsutil import atomic_path, atomic_write_text
 
 from .common import spread
 from .end_to_end import EAGER
+from .frontend import BATCH, ONE_CLIP, ONE_CLIP_ALL
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "results.json", "results.md", "e2e.png"
 
 # The targets: (label, where the figure and its spread live, comparison, threshold). A figure is the
 # ratio of medians; its spread is min / median / max of the per-round ratios of the interleaved run.
-ONE_CLIP, ONE_CLIP_ALL, BATCH = ("numpy (runtime), one clip at a time",
-                                 "numpy (runtime), one clip at a time on all cores", "numpy (runtime), batch")
 TARGETS = (
     ("front end, one 10 s clip at a time, 1 thread: >= 2x librosa", ("frontend", ONE_CLIP), ">=", 2.0),
     ("front end, one 10 s clip at a time, all cores: >= 2x librosa", ("frontend", ONE_CLIP_ALL), ">=", 2.0),
@@ -158,6 +157,10 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
     if frontend:
         lines += [f"## Front end: {frontend['clips']} clips x {frontend['seconds_per_clip']:g} s "
                   f"(median of {frontend['repeats']})", ""]
+        implementation = frontend.get("runtime_frontend")
+        if implementation:
+            lines += [f"Runtime front end: {implementation['implementation']}"
+                      + (f" ({implementation['reason']})" if implementation.get("reason") else "") + ".", ""]
         spreads = frontend.get("ms_per_clip_spread", {})
         lines += _table(["contender", "ms / clip (median)", "min / median / max", "vs librosa",
                          "vs torch (training)"],

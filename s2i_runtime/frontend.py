@@ -7,6 +7,7 @@ the CUDA kernel and any in-graph version must agree with it within 1e-3 dB.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -265,7 +266,7 @@ def logmel(audio: np.ndarray, spec: FrontendSpec = FrontendSpec(), threads: int 
     if samples.size == 0:
         raise ValueError("cannot compute features of empty audio")
     mel, _ = _features([samples], spec, threads)
-    return mel.T
+    return mel
 
 
 def logmel_batch(
@@ -284,7 +285,7 @@ def logmel_batch(
     batch = np.full((len(clips), spec.n_mels, width), spec.pad_value, dtype=np.float32)
 
     def put(row: int, mel: np.ndarray) -> None:
-        batch[row, :, : mel.shape[0]] = mel.T
+        batch[row, :, : mel.shape[1]] = mel
 
     _grouped(clips, lengths, spec, threads, put)
     return batch, lengths
@@ -297,7 +298,7 @@ def logmel_each(audios: list[np.ndarray], spec: FrontendSpec = FrontendSpec(), t
     out: list[np.ndarray | None] = [None] * len(clips)
 
     def put(row: int, mel: np.ndarray) -> None:
-        out[row] = mel.T.copy()
+        out[row] = mel.copy()
 
     _grouped(clips, lengths, spec, threads, put)
     return out
@@ -314,12 +315,12 @@ def _clips_and_frames(audios: list[np.ndarray], spec: FrontendSpec) -> tuple[lis
 
 def _grouped(clips: list[np.ndarray], lengths: np.ndarray, spec: FrontendSpec, threads: int,
              put: Callable[[int, np.ndarray], None]) -> None:
-    """put(row, features (frames, n_mels)) for every clip, computed in groups, in parallel unless threads is 1."""
+    """put(row, features (n_mels, frames)) for every clip, computed in groups, in parallel unless threads is 1."""
 
     def fill(first: int, last: int) -> None:
         mel, starts = _features(clips[first:last], spec)
         for row in range(first, last):
-            put(row, mel[starts[row - first]: starts[row - first + 1]])
+            put(row, mel[:, starts[row - first]: starts[row - first + 1]])
 
     workers = _thread_count(threads)
     groups = _clip_groups(lengths, workers)
@@ -349,41 +350,69 @@ def _clip_groups(lengths: np.ndarray, threads: int) -> list[tuple[int, int]]:
 
 
 def _features(clips: list[np.ndarray], spec: FrontendSpec, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Features of `clips` computed together: (dB (frames of all clips, n_mels) float32, each clip relative to
-    its own loudest band and floored; row starts (len(clips) + 1,) int64)."""
+    """Features of `clips` computed together: (dB (n_mels, frames of all clips) float32, each clip relative to
+    its own loudest band and floored; row starts (len(clips) + 1,) int64).
+
+    Band power comes from the C path when the package was built with it (native_frontend), else from numpy;
+    dB are computed here either way."""
+    native = _native(spec)
     with _scratch() as scratch:
         sizes = [_padded_length(clip.size, spec) for clip in clips]
         signal = scratch.array("signal", (sum(sizes),), np.float64)
-        frames, counts, offset = [], [], 0
-        for clip, size in zip(clips, sizes, strict=True):
-            part = signal[offset : offset + size]
-            _prepare_into(part, clip, spec, scratch)
-            count = (size - spec.n_fft) // spec.hop_length + 1
-            # Overlapping frames as a view (np.ndarray directly: as_strided's wrapper costs more than a short clip).
-            view = np.ndarray((count, spec.n_fft), part.dtype, part, strides=(spec.hop_length * part.itemsize,
-                                                                             part.itemsize))
-            view.flags.writeable = False
-            frames.append(view)
-            counts.append(count)
-            offset += size
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        for clip, begin, end in zip(clips, offsets[:-1], offsets[1:], strict=True):
+            if native is not None:
+                native.prepare(signal[begin:end], clip)
+            else:
+                _prepare_into(signal[begin:end], clip, spec, scratch)
+        counts = [(size - spec.n_fft) // spec.hop_length + 1 for size in sizes]
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         total = int(starts[-1])
-        mel = np.empty((total, spec.n_mels), dtype=np.float32)
+        if native is not None:
+            mel = np.empty((spec.n_mels, total), dtype=np.float32)
+            band_power = functools.partial(_native_mel_power, native, signal, offsets, starts, mel)
+        else:
+            # Overlapping frames as views (np.ndarray directly: as_strided's wrapper costs more than a short clip).
+            frames = [np.ndarray((count, spec.n_fft), np.float64, signal, offset=int(begin) * 8,
+                                 strides=(spec.hop_length * 8, 8))
+                      for begin, count in zip(offsets[:-1], counts, strict=True)]
+            rows = np.empty((total, spec.n_mels), dtype=np.float32)
+            mel = rows.T
+            band_power = functools.partial(_mel_power, frames, starts, rows, spec=spec)
         runs = max(1, min(_thread_count(threads), total // _FRAMES_PER_BLOCK))
         step = -(-total // (runs * _FRAMES_PER_BLOCK)) * _FRAMES_PER_BLOCK  # whole blocks per run
-        others = [_shared_pool().submit(_mel_power, frames, starts, mel, first, min(first + step, total), spec)
+        others = [_shared_pool().submit(band_power, first, min(first + step, total))
                   for first in range(step, total, step)]
-        _mel_power(frames, starts, mel, 0, min(step, total), spec, scratch)
+        band_power(0, min(step, total), scratch=scratch)
         for run in others:
             run.result()
     overflowed = [index for index in range(len(clips))
-                  if not _to_db(mel[starts[index] : starts[index + 1]], spec)]
+                  if not _to_db(mel[:, starts[index] : starts[index + 1]], spec)]
     for index in overflowed:
         # Power past float32's range (samples above ~1e16). The floor is then far above amin, and dB are
         # relative to the loudest band, so a copy scaled exactly gives the same features.
         scaled = clips[index].astype(np.float64) * _OVERFLOW_SCALE
-        mel[starts[index] : starts[index + 1]] = logmel(scaled, spec, threads).T
+        mel[:, starts[index] : starts[index + 1]] = logmel(scaled, spec, threads)
     return mel, starts
+
+
+def _native(spec: FrontendSpec):
+    from .native_frontend import native_frontend  # here: native_frontend builds on this module's tables
+
+    return native_frontend(spec)
+
+
+def _native_mel_power(native, signal: np.ndarray, offsets: np.ndarray, starts: np.ndarray, mel: np.ndarray,
+                      first: int, last: int, scratch: _Scratch | None = None) -> None:
+    """Band power of frames first..last (clips laid end to end) into the same columns of `mel`, by the C path:
+    one call per clip, during which other threads run."""
+    with _scratch(scratch) as scratch:
+        work = scratch.array("native", (native.work_size,), np.float64)
+        for clip in range(int(np.searchsorted(starts, first, side="right")) - 1, int(np.searchsorted(starts, last))):
+            low, high = max(first, int(starts[clip])), min(last, int(starts[clip + 1]))
+            if low < high:
+                native.mel_power(signal[offsets[clip] : offsets[clip + 1]], low - int(starts[clip]), high - low,
+                                 mel[:, low:high], work)
 
 
 def _to_db(power: np.ndarray, spec: FrontendSpec) -> bool:

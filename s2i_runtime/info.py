@@ -121,8 +121,16 @@ def gather(bundle_path: str | os.PathLike | None = None) -> dict[str, Any]:
         "bundle": bundle["path"],
         "bundle_info": bundle,
         "backends": {"onnxruntime": ort, "tensorrt": trt, "cuda_frontend": cuda_frontend_info()},
+        "host_frontend": host_frontend_info(),
         "auto": auto,
     }
+
+
+def host_frontend_info() -> dict[str, str]:
+    """Which implementation computes log-Mel features on the CPU: the C extension, or numpy and why."""
+    from .native_frontend import describe
+
+    return describe()
 
 
 def render_text(info: dict[str, Any]) -> str:
@@ -141,7 +149,9 @@ def render_text(info: dict[str, Any]) -> str:
         if b["frontend"]["in_graph"]:
             lines.append("  front end: in the encoder graph (the encoder reads waveforms)")
         else:
-            lines.append("  front end: in the runtime, before the encoder (the encoder reads log-Mel features)")
+            host = info.get("host_frontend") or host_frontend_info()
+            how = "C" if host["implementation"] == "c" else f"numpy: {host['reason']}"
+            lines.append(f"  front end: in the runtime, before the encoder (the encoder reads log-Mel features; {how})")
         lines.append(f"  fp16 graphs: {'yes' if b['fp16'] else 'no'}; int8 generator: {'yes' if b['int8'] else 'no'}; "
                      f"TensorRT engines: {len(b['engines'])}")
         for e in b["engines"]:
