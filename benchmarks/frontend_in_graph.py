@@ -1,16 +1,17 @@
 """The front end inside the encoder graph (`s2i-export onnx --frontend-in-graph`) against the default path,
-the numpy front end followed by the log-Mel encoder session: same weights, same clips, ONNX Runtime CPU.
+the runtime's front end (its C extension when built, else numpy) followed by the log-Mel encoder session:
+same weights, same clips, ONNX Runtime CPU.
 
     python -m benchmarks.frontend_in_graph [--run RUN] [--threads 1] [--seconds 10] [--batch-sizes 1,32]
                                            [--repeats 5] [--json]
 
 Without --run the model is a random-weight stand-in with the shapes64 architecture (speed does not depend
 on the weights). Per batch size, interleaved after a warm-up: the whole encoder stage each way, and the
-two front ends alone (numpy `logmel_batch` and the front-end graph by itself). Figures: ms per batch
+two front ends alone (the runtime's `logmel_batch` and the front-end graph by itself). Figures: ms per batch
 (min / median / max over rounds) and the spread of the per-round ratio in-graph / default, which a slow
 spell on a shared machine hits alike on both sides.
 
-Threads: ONNX Runtime and the numpy front end get --threads; BLAS reads OMP_NUM_THREADS /
+Threads: ONNX Runtime and the runtime's front end get --threads; BLAS reads OMP_NUM_THREADS /
 OPENBLAS_NUM_THREADS when numpy loads, so set them on the command line (`benchmarks.run` pins them itself).
 """
 
@@ -28,9 +29,9 @@ import numpy as np
 
 from .common import interleaved, paired_ratios, spread
 
-DEFAULT = "numpy front end + encoder (default)"
+DEFAULT = "runtime front end + encoder (default)"
 IN_GRAPH = "in-graph front end + encoder"
-NUMPY_FRONTEND = "numpy front end alone"
+NUMPY_FRONTEND = "runtime front end alone"
 GRAPH_FRONTEND = "front-end graph alone"
 
 
@@ -122,7 +123,7 @@ def markdown_lines(section: dict[str, Any]) -> list[str]:
     lines += _table(["batch", "contender", "ms per batch: min / median / max"], rows) + [""]
     rows = [[batch, _spread_text(block["in_graph_over_default"]), _spread_text(block["graph_frontend_over_numpy"]),
              f"{block['max_embedding_difference']:.1e}"] for batch, block in section["batches"].items()]
-    lines += _table(["batch", "in-graph / default (per round)", "front-end graph / numpy front end (per round)",
+    lines += _table(["batch", "in-graph / default (per round)", "front-end graph / runtime front end (per round)",
                      "max embedding difference"], rows) + [""]
     return lines
 
