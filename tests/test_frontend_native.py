@@ -1,5 +1,7 @@
 """The front end's C path (s2i_runtime/native/logmel.c) against the numpy path, which defines the features."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,41 @@ def test_c_path_takes_float64_and_integer_samples_as_numpy_does(monkeypatch):
         ours = logmel(clip)
         assert np.isfinite(ours).all()
         assert np.abs(ours - _numpy_path(monkeypatch, logmel, clip)).max() <= TOLERANCE_DB
+
+
+def test_c_code_stays_in_its_buffers_under_address_sanitizer(tmp_path):
+    """The C file built with ASan and UBSan, run on every spec and clip above in a child process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from importlib import resources
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc to build the sanitised library")
+    runtimes = [subprocess.run([gcc, f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+                for name in ("libasan.so", "libubsan.so")]
+    if not all(os.path.isabs(path) and os.path.exists(path) for path in runtimes):
+        pytest.skip("gcc has no ASan/UBSan runtime here")
+    source = Path(str(resources.files("s2i_runtime"))) / "native" / "logmel.c"
+    library = tmp_path / "liblogmel_asan.so"
+    subprocess.run([gcc, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                    "-fno-omit-frame-pointer", "-fPIC", "-shared", str(source), "-o", str(library)], check=True)
+    script = f"""
+import numpy as np
+from s2i_runtime import native_frontend
+native_frontend._library_path = lambda: {str(library)!r}
+import test_frontend_native as cases
+from s2i_runtime.frontend import logmel, logmel_batch
+for spec in cases.SPECS.values():
+    for clip in cases.CLIPS.values():
+        logmel(np.array(clip, copy=True), spec)  # an allocation of its own: a read past its end is caught
+    logmel_batch(list(cases.CLIPS.values()), spec, threads=2)
+print("clean")
+"""
+    env = dict(os.environ, LD_PRELOAD=" ".join(runtimes), ASAN_OPTIONS="detect_leaks=0",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    env.pop(native_frontend.ENV_SWITCH, None)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and "clean" in result.stdout, result.stderr[-3000:]
