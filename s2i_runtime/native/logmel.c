@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 /* One build runs on every x86-64 CPU and still uses the wide vectors of those that have them. */
 #define S2I_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
