@@ -5,8 +5,8 @@
 RUN is a run directory with a teacher (the make run's, say), on data with waveforms. Contenders:
 - `torch, padded batch` (before): every caption augmented on the stage's thread pool, the waves padded into one
   batch and `logmel_torch` run on it;
-- `numpy, per caption` (now): each augmenting thread also computes its caption's features with the runtime's front
-  end (`EncoderStage.augmented_batch`).
+- `runtime front end, per caption` (now): each augmenting thread also computes its caption's features with the
+  runtime's front end (`EncoderStage.augmented_batch`; its C extension when built, `S2I_FRONTEND=numpy` for numpy).
 One stage, the same steps for both; contenders take turns in blocks of `--steps` training steps (the first two of a
 block untimed), `--rounds` times, so a slow spell on a shared machine hits both. Figures: median, min and max over
 the timed steps.
@@ -53,7 +53,8 @@ def run_encoder_features(run_dir: Path, rounds: int = 3, steps: int = 9) -> dict
     if stage.waves is None:
         raise SystemExit("error: the run's config has no waveform augmentation (encoder.wave_augment)")
     stage.augmented_batch(torch.tensor(stage.sampler.indices(0)), 0)  # makes the stage's thread pool
-    contenders = {"torch, padded batch": _torch_padded_batch(stage), "numpy, per caption": stage.augmented_batch}
+    contenders = {"torch, padded batch": _torch_padded_batch(stage),
+                  "runtime front end, per caption": stage.augmented_batch}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     step = 0
     for _ in range(rounds):
