@@ -373,8 +373,9 @@ def _features(clips: list[np.ndarray], spec: FrontendSpec, threads: int = 1) -> 
             band_power = functools.partial(_native_mel_power, native, signal, offsets, starts, mel)
         else:
             # Overlapping frames as views (np.ndarray directly: as_strided's wrapper costs more than a short clip).
-            frames = [np.ndarray((count, spec.n_fft), np.float64, signal, offset=int(begin) * 8,
-                                 strides=(spec.hop_length * 8, 8))
+            size = signal.itemsize
+            frames = [np.ndarray((count, spec.n_fft), np.float64, signal, offset=int(begin) * size,
+                                 strides=(spec.hop_length * size, size))
                       for begin, count in zip(offsets[:-1], counts, strict=True)]
             rows = np.empty((total, spec.n_mels), dtype=np.float32)
             mel = rows.T

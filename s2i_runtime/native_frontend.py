@@ -36,15 +36,18 @@ def _loaded() -> tuple[ctypes.CDLL | None, str]:
         return None, "s2i_runtime._logmel was not built (the package was installed without a C compiler)"
     try:
         lib = ctypes.CDLL(path)
+        lib.s2i_lanes.restype = ctypes.c_int
+        for prepare in (lib.s2i_prepare_f32, lib.s2i_prepare_f64):
+            prepare.restype = ctypes.c_int
+            prepare.argtypes = [_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_double, _P,
+                                ctypes.c_int64]
+        lib.s2i_mel_power.restype = ctypes.c_int
+        lib.s2i_mel_power.argtypes = [_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int, _P,
+                                      ctypes.c_int, _P, _P, _P, ctypes.c_int, _P, _P, _P, _P, ctypes.c_int64, _P]
     except OSError as exc:
         return None, f"{path} does not load: {exc}"
-    lib.s2i_lanes.restype = ctypes.c_int
-    for prepare in (lib.s2i_prepare_f32, lib.s2i_prepare_f64):
-        prepare.restype = ctypes.c_int
-        prepare.argtypes = [_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_double, _P, ctypes.c_int64]
-    lib.s2i_mel_power.restype = ctypes.c_int
-    lib.s2i_mel_power.argtypes = [_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int, _P, ctypes.c_int,
-                                  _P, _P, _P, ctypes.c_int, _P, _P, _P, _P, ctypes.c_int64, _P]
+    except AttributeError as exc:  # built from an older logmel.c: reinstall to rebuild it
+        return None, f"{path} is out of date ({exc}); reinstall the package"
     return lib, ""
 
 

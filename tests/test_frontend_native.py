@@ -147,3 +147,26 @@ print("clean")
     env.pop(native_frontend.ENV_SWITCH, None)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0 and "clean" in result.stdout, result.stderr[-3000:]
+
+
+def test_a_library_from_an_older_build_falls_back_to_numpy_with_the_reason(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc")
+    source = tmp_path / "old.c"
+    source.write_text("int s2i_lanes(void) { return 8; }\n")
+    subprocess.run([gcc, "-shared", "-fPIC", str(source), "-o", str(tmp_path / "old.so")], check=True)
+    monkeypatch.setattr(native_frontend, "_library_path", lambda: str(tmp_path / "old.so"))
+    native_frontend._loaded.cache_clear()
+    native_frontend._for_spec.cache_clear()
+    try:
+        described = native_frontend.describe()
+        assert described["implementation"] == "numpy" and "out of date" in described["reason"]
+        assert native_frontend.native_frontend(FrontendSpec()) is None
+        assert logmel(CLIPS["1 s noise"]).shape == (40, 101)
+    finally:
+        native_frontend._loaded.cache_clear()
+        native_frontend._for_spec.cache_clear()
