@@ -4,8 +4,8 @@
    here into dB with that module's own code, and the tests hold the two paths within 1e-3 dB.
 
    Why C: numpy does each step (window, FFT, power, mel products) as a pass over the whole block, and every call
-   takes the GIL back, so two threads in one process reach 1.6x, not 2x. Here one call does a clip's frames in
-   cache-sized blocks without the GIL.
+   takes the GIL back, so two threads in one process fall well short of twice one (docs/performance.md). Here one
+   call does a clip's frames in cache-sized blocks without the GIL.
 
    Frames go through the FFT in pairs (one as the real part, one as the imaginary part of a complex transform,
    split apart afterwards), LANES pairs side by side: element e of pair l sits at [e * LANES + l], so every
@@ -246,8 +246,12 @@ S2I_EXPORT S2I_CLONES int s2i_mel_power(const double *signal, int64_t first, int
         } else {
             for (int l = 0; l < 2 * LANES; l++) {
                 double *to = l < LANES ? xr + l : xi + (l - LANES);
-                const double *frame = signal + (first + f0 + l) * hop;
-                for (int n = 0; n < n_fft; n++) to[n * LANES] = l < valid ? frame[n] * window[n] : 0.0;
+                if (l < valid) {
+                    const double *frame = signal + (first + f0 + l) * hop;
+                    for (int n = 0; n < n_fft; n++) to[n * LANES] = frame[n] * window[n];
+                } else {
+                    for (int n = 0; n < n_fft; n++) to[n * LANES] = 0.0;
+                }
             }
         }
         double *sr = xr, *si = xi, *dr = yr, *di = yi;
