@@ -1,11 +1,13 @@
-"""Cold start: a whole new process that turns one WAV into one PNG, runtime CLI against the torch script.
+"""Cold start: a whole new process that turns one WAV into one PNG, runtime CLI against the torch script,
+and against a process that only imports torch.
 
-    runtime:  s2i-run infer one.wav --bundle BUNDLE --out DIR --threads N
-    baseline: python -m benchmarks.torch_baseline one.wav --run RUN --out one.png --threads N
+    runtime:      s2i-run infer one.wav --bundle BUNDLE --out DIR --threads N
+    baseline:     python -m benchmarks.torch_baseline one.wav --run RUN --out one.png --threads N
+    import torch: python -c "import torch"
 
 Wall time is perf_counter around the child's whole life; peak RSS is that child's own ru_maxrss from
 GNU time (`%M`) or a small spawning helper — not RUSAGE_CHILDREN of the benchmark, which is the maximum
-over every child reaped so far and starts from the benchmark's own RSS at fork. The two commands
+over every child reaped so far and starts from the benchmark's own RSS at fork. The commands
 alternate, after one untimed run each so that both read their files from a warm page cache (and the runtime
 has its optimised graphs cached, as after its first run on any machine): this measures interpreter start,
 imports, model loading and one inference — not disk speed.
@@ -27,6 +29,7 @@ from .common import THREAD_ENV_VARS, paired_ratios
 
 RUNTIME = "runtime: s2i-run infer"
 BASELINE = "pytorch baseline script"
+IMPORT_TORCH = "python -c 'import torch'"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -96,6 +99,7 @@ def run_cold_start(run_dir: Path | str, bundle: Path | str, wav: Path, work_dir:
     commands = {
         RUNTIME: runtime_command(wav, bundle, work_dir / "runtime-out", threads),
         BASELINE: baseline_command(wav, run_dir, work_dir / "baseline.png", threads),
+        IMPORT_TORCH: [sys.executable, "-c", "import torch"],
     }
     for command in commands.values():  # warm the page cache (and fail early on a broken command)
         run_child(command, env, work_dir)
@@ -129,5 +133,9 @@ def run_cold_start(run_dir: Path | str, bundle: Path | str, wav: Path, work_dir:
             "rss_runtime_over_baseline": rows[RUNTIME]["peak_rss_p50_mb"] / rows[BASELINE]["peak_rss_p50_mb"],
             "wall_spread": paired_ratios(walls[RUNTIME], walls[BASELINE]),
             "rss_spread": paired_ratios(peaks[RUNTIME], peaks[BASELINE]),
+            "wall_runtime_over_import_torch": rows[RUNTIME]["wall_p50_s"] / rows[IMPORT_TORCH]["wall_p50_s"],
+            "rss_runtime_over_import_torch": rows[RUNTIME]["peak_rss_p50_mb"] / rows[IMPORT_TORCH]["peak_rss_p50_mb"],
+            "wall_import_torch_spread": paired_ratios(walls[RUNTIME], walls[IMPORT_TORCH]),
+            "rss_import_torch_spread": paired_ratios(peaks[RUNTIME], peaks[IMPORT_TORCH]),
         },
     }

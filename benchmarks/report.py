@@ -24,8 +24,10 @@ TARGETS = (
     ("end to end, batch 32: throughput >= 1.5x eager", ("e2e", "32", "eager"), ">=", 1.5),
     ("end to end, batch 32: throughput >= 1.2x torch.compile", ("e2e", "32", "compile"), ">=", 1.2),
     ("end to end, batch 32, INT8 generator: throughput >= 1.2x torch.compile", ("e2e", "32", "int8"), ">=", 1.2),
-    ("cold start wall <= 0.25x baseline", ("cold", "wall"), "<=", 0.25),
-    ("cold start peak RSS <= 0.3x baseline", ("cold", "rss"), "<=", 0.3),
+    ("cold start wall <= 0.25x the torch script", ("cold", "wall"), "<=", 0.25),
+    ("cold start peak RSS <= 0.3x the torch script", ("cold", "rss"), "<=", 0.3),
+    ("cold start wall <= 0.25x `import torch`", ("cold", "wall", "import_torch"), "<=", 0.25),
+    ("cold start peak RSS <= 0.3x `import torch`", ("cold", "rss", "import_torch"), "<=", 0.3),
 )
 
 
@@ -43,6 +45,8 @@ def _figure(results: dict[str, Any], where: tuple[str, ...]) -> tuple[float | No
         value = entry.get("runtime_vs_eager_latency" if rest[1] == "eager" else "runtime_vs_compile_throughput")
         return value, entry.get(f"runtime_vs_{rest[1]}_spread")
     ratios = (results.get("cold_start") or {}).get("ratios", {})
+    if rest[1:] == ["import_torch"]:
+        return ratios.get(f"{rest[0]}_runtime_over_import_torch"), ratios.get(f"{rest[0]}_import_torch_spread")
     return ratios.get(f"{rest[0]}_runtime_over_baseline"), ratios.get(f"{rest[0]}_spread")
 
 
@@ -219,8 +223,11 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
                         [[n, r["wall_p50_s"], _spread_text(spread(walls[n])) if n in walls else "n/a",
                           r["peak_rss_p50_mb"]]
                          for n, r in cold["contenders"].items()])
-        lines += ["", f"runtime / baseline: wall {_fmt(cold['ratios']['wall_runtime_over_baseline'])}, "
-                      f"peak RSS {_fmt(cold['ratios']['rss_runtime_over_baseline'])}.", ""]
+        ratios = cold["ratios"]
+        lines += ["", f"runtime / baseline script: wall {_fmt(ratios['wall_runtime_over_baseline'])}, "
+                      f"peak RSS {_fmt(ratios['rss_runtime_over_baseline'])}; runtime / `import torch`: wall "
+                      f"{_fmt(ratios.get('wall_runtime_over_import_torch'))}, "
+                      f"peak RSS {_fmt(ratios.get('rss_runtime_over_import_torch'))}.", ""]
         lines += ["Commands:", ""] + [f"- `{r['command']}`" for r in cold["contenders"].values()] + [""]
 
     gpu = results.get("gpu")

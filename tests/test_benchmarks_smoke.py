@@ -71,7 +71,8 @@ def test_whole_suite_on_tiny_sizes(tiny_model, tmp_path, restore_threads):
                                                       "runtime_vs_eager_spread", "int8_vs_fp32_throughput"}
 
     cold = results["cold_start"]
-    assert set(cold["contenders"]) == {"runtime: s2i-run infer", "pytorch baseline script"}
+    assert set(cold["contenders"]) == {"runtime: s2i-run infer", "pytorch baseline script", "python -c 'import torch'"}
+    assert cold["ratios"]["rss_runtime_over_import_torch"] > 0
     for row in cold["contenders"].values():
         assert row["wall_p50_s"] > 0 and 10 < row["peak_rss_p50_mb"] < 4096
     int8 = results["int8"]
