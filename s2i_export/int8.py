@@ -11,8 +11,8 @@ The check, on ONNX Runtime's CPU provider (what the runtime's `--precision int8`
   (synthetic and real features; both generators get the same fp32 embeddings and noise);
 - with a run that has a trained judge and its dataset: the judge's accuracy (colour, shape, size) on images of
   held-out test captions (JUDGED_DRAWS noise draws each) at most MAX_DROP below fp32's, with the same embeddings
-  and noise. Calibration uses the
-  even-numbered picked captions and the judge the odd-numbered ones, so the two never share an utterance.
+  and noise. Calibration uses the even-numbered picked captions and the judge the odd-numbered ones, so the two
+  never share an utterance.
 If the check fails nothing is added to the bundle (Int8CheckFailed).
 """
 

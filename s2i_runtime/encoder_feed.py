@@ -62,8 +62,7 @@ class WaveformFeed:
     def batch(self, items: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
         # The graph makes 1 + (N + 2·pad − n_fft) // hop frames of N samples: this N gives exactly `width`,
         # the width the log-Mel path pads the same batch to (a longer clip still fits: it has <= width frames).
-        pad = self.spec.n_fft // 2 if self.spec.center else 0
-        samples = (width - 1) * self.spec.hop_length + self.spec.n_fft - 2 * pad
+        samples = (width - 1) * self.spec.hop_length + self.spec.n_fft - 2 * self.spec.edge_pad
         return pad_waveforms(items, samples)
 
 

@@ -57,6 +57,11 @@ class FrontendSpec:
         return -self.top_db
 
     @property
+    def edge_pad(self) -> int:
+        """Samples of reflect padding on each side of a clip: half a window when frames are centred."""
+        return self.n_fft // 2 if self.center else 0
+
+    @property
     def n_freqs(self) -> int:
         return self.n_fft // 2 + 1
 
@@ -176,14 +181,13 @@ def _scratch(given: _Scratch | None = None) -> Iterator[_Scratch]:
 
 
 def _padded_length(samples: int, spec: FrontendSpec) -> int:
-    pad = spec.n_fft // 2 if spec.center else 0
-    return max(samples + 2 * pad, spec.n_fft)
+    return max(samples + 2 * spec.edge_pad, spec.n_fft)
 
 
 def _prepare_into(signal: np.ndarray, samples: np.ndarray, spec: FrontendSpec, scratch: _Scratch) -> None:
     """DC removal, pre-emphasis and padding into `signal` (float64, `_padded_length` long), in float64 so
     that long clips keep their precision."""
-    pad = spec.n_fft // 2 if spec.center else 0
+    pad = spec.edge_pad
     size = samples.size
     signal[size + 2 * pad :] = 0.0  # center=False and shorter than one window: zeros complete it
     body = signal[pad : pad + size]

@@ -149,7 +149,7 @@ def render_text(info: dict[str, Any]) -> str:
         if b["frontend"]["in_graph"]:
             lines.append("  front end: in the encoder graph (the encoder reads waveforms)")
         else:
-            host = info.get("host_frontend") or host_frontend_info()
+            host = info["host_frontend"]
             how = "C" if host["implementation"] == "c" else f"numpy: {host['reason']}"
             lines.append(f"  front end: in the runtime, before the encoder (the encoder reads log-Mel features; {how})")
         lines.append(f"  fp16 graphs: {'yes' if b['fp16'] else 'no'}; int8 generator: {'yes' if b['int8'] else 'no'}; "

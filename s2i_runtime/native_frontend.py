@@ -101,7 +101,7 @@ class NativeFrontend:
         self._band_start = np.array(starts, dtype=np.int32)
         self._band_length = np.array(lengths, dtype=np.int32)
         self._band_weights = np.ascontiguousarray(np.concatenate(values), dtype=np.float64)
-        self.work_size = 5 * n * self.lanes + (n // 2 + 1) * 2 * self.lanes
+        self.work_size = 4 * n * self.lanes + (n // 2 + 1) * 2 * self.lanes
         # The tables' addresses, taken once: each `.ctypes.data` costs about a microsecond.
         self._tables = (self._window.ctypes.data, len(self.radices), self.radices.ctypes.data,
                         self._twiddles.ctypes.data, self._rotations.ctypes.data, spec.n_mels,
@@ -115,10 +115,9 @@ class NativeFrontend:
         single = np.asarray(samples).dtype == np.float32
         samples = np.ascontiguousarray(samples, dtype=np.float32 if single else np.float64)
         prepare = self._lib.s2i_prepare_f32 if single else self._lib.s2i_prepare_f64
-        pad = spec.n_fft // 2 if spec.center else 0
         if signal.dtype != np.float64 or not signal.flags.c_contiguous:
             raise ValueError("native front end: the signal buffer must be contiguous float64")
-        status = prepare(samples.ctypes.data, samples.size, pad, int(spec.remove_dc), float(spec.preemphasis),
+        status = prepare(samples.ctypes.data, samples.size, spec.edge_pad, int(spec.remove_dc), float(spec.preemphasis),
                          signal.ctypes.data, signal.size)
         if status != 0:
             raise ValueError("native front end: bad signal buffer")

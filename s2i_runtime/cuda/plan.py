@@ -155,7 +155,7 @@ def enqueue_logmel(launch: Launch, spec: FrontendSpec, geometry: BatchGeometry, 
     """
     b, n_max, t_max = geometry.batch, geometry.n_max, geometry.t_max
     n_fft, n_freqs, n_mels = spec.n_fft, spec.n_freqs, spec.n_mels
-    pad = n_fft // 2 if spec.center else 0
+    pad = spec.edge_pad
     width = geometry.signal_width(spec)
     slices = REDUCTION_SLICES
     steps: list[tuple[str, int, tuple]] = [

@@ -221,7 +221,8 @@ static inline __attribute__((always_inline)) void stage(int r, int m, int s, con
    (float32). Stages: radices[i] with twiddles (m * (r - 1) complex numbers, re/im interleaved, one block per
    stage in order) and rotations (radix 5: 4 numbers, other odd radices: r complex numbers, else none).
    Bands: band b takes bins band_start[b] .. band_start[b] + band_length[b] - 1 with band_weights (consecutive).
-   work: 5 * n_fft * LANES doubles + (n_fft / 2 + 1) * 2 * LANES doubles. */
+   work: 4 * n_fft * LANES doubles (two buffers of pairs, real and imaginary parts)
+         + (n_fft / 2 + 1) * 2 * LANES doubles (power). */
 S2I_EXPORT S2I_CLONES int s2i_mel_power(const double *signal, int64_t first, int64_t count, int n_fft, int hop,
                                         const double *window, int n_stages, const int32_t *radices,
                                         const double *twiddles, const double *rotations, int n_mels,
